@@ -1,0 +1,2 @@
+//! rederive facade (placeholder).
+pub use rederive_itc as itc;
