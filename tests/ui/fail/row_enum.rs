@@ -1,0 +1,6 @@
+use rederive::Row;
+
+#[derive(Row)]
+pub enum Shape { Circle, Square }
+
+fn main() {}
