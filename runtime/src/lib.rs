@@ -2,10 +2,14 @@
 //! re-exports what is public here.
 #![warn(missing_docs)]
 
+pub mod error;
+pub mod graph;
 pub mod node;
 pub mod row;
 pub mod value;
 
+pub use error::{Error, Result};
+pub use graph::{Graph, GraphProblem};
 pub use node::{NodeDef, TableDef};
 pub use row::{ColumnDef, Derived, Input, Produced, Rooted, Row, Table, TableInfo};
 pub use value::{Column, Key, SqlType, Value};
