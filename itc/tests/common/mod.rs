@@ -50,10 +50,8 @@ pub fn id_is_normal(id: &Id) -> bool {
     match id.children() {
         None => true,
         Some((l, r)) => {
-            !(l.is_zero() && r.is_zero())
-                && !(l.is_one() && r.is_one())
-                && id_is_normal(l)
-                && id_is_normal(r)
+            let collapsible = (l.is_zero() && r.is_zero()) || (l.is_one() && r.is_one());
+            !collapsible && id_is_normal(l) && id_is_normal(r)
         }
     }
 }
