@@ -2,16 +2,22 @@
 //! re-exports what is public here.
 #![warn(missing_docs)]
 
+pub mod code;
+pub mod engine;
 pub mod error;
 pub mod graph;
 pub mod node;
 pub mod row;
+pub mod staleness;
+pub mod store;
 pub mod value;
 
+pub use engine::Db;
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphProblem};
 pub use node::{NodeDef, TableDef};
 pub use row::{ColumnDef, Derived, Input, Produced, Rooted, Row, Table, TableInfo};
+pub use staleness::{Report, StaleRow, Staleness, TableReport};
 pub use value::{Column, Key, SqlType, Value};
 
 /// Items used by generated code. Not public API.

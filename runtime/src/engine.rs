@@ -1,0 +1,530 @@
+//! The engine: `Db` and what it does with the graph and the store.
+//!
+//! `refresh` walks the derived tables in topological order. For each table it
+//! reads, through the index on `__changed_at`, the input rows changed since
+//! the table's watermark, decides for each key whether the stored row is
+//! fresh, computes the stale ones in parallel (outside any transaction), and
+//! writes the results in batches. Its cost follows the number of changed
+//! rows, not the size of the tables.
+
+use crate::code::code_version;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, TableId};
+use crate::node::NodeDef;
+use crate::row::{Input, Row};
+use crate::staleness::{Report, StaleRow, Staleness, TableReport};
+use crate::store::{Outcome, OutcomeKind, RowState, Status, Store, Written};
+use crate::value::{Key, Value};
+use rayon::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// How many changed rows are read, computed and written together.
+pub(crate) const BATCH: usize = 512;
+
+/// A rederive database: the registered graph over an SQLite file.
+///
+/// `Db` is `Send + Sync`; its methods take `&self`. Functions run on a
+/// thread pool and never inside a write transaction.
+pub struct Db {
+    store: Mutex<Store>,
+    graph: Graph,
+    /// The current code version of each table's producer (by table id).
+    codes: Vec<Option<String>>,
+}
+
+/// What to do about one derived row.
+enum Plan {
+    /// Nothing: computed from the current inputs with the current code.
+    Fresh,
+    /// Compute it, or record that it is blocked.
+    Work(Work),
+    /// An input row is missing (not computed yet, or deleted meanwhile).
+    Wait,
+}
+
+/// A stale row's work.
+enum Work {
+    /// Compute from these input rows.
+    Compute {
+        ins: Vec<i64>,
+        inputs: Vec<Vec<Value>>,
+    },
+    /// Store as blocked by this failed row.
+    Block {
+        ins: Vec<i64>,
+        table: String,
+        key: Key,
+    },
+}
+
+impl Db {
+    /// Opens or creates the database at `path` for the graph registered in
+    /// this binary, which is checked first.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Db::open_with(path, Graph::from_registry()?)
+    }
+
+    /// Opens a private in-memory database for the registered graph.
+    pub fn open_in_memory() -> Result<Db> {
+        Db::open_in_memory_with(Graph::from_registry()?)
+    }
+
+    /// Opens a database file with an explicitly assembled graph.
+    pub fn open_with(path: impl AsRef<Path>, graph: Graph) -> Result<Db> {
+        Db::with_store(Store::open(path.as_ref())?, graph)
+    }
+
+    /// Opens an in-memory database with an explicitly assembled graph.
+    pub fn open_in_memory_with(graph: Graph) -> Result<Db> {
+        Db::with_store(Store::open_in_memory()?, graph)
+    }
+
+    fn with_store(mut store: Store, graph: Graph) -> Result<Db> {
+        let codes = graph
+            .tables()
+            .iter()
+            .map(|t| {
+                t.producer
+                    .map(|p| code_version(&graph.nodes()[p]))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        store.sync_schema(&graph, &codes)?;
+        Ok(Db {
+            store: Mutex::new(store),
+            graph,
+            codes,
+        })
+    }
+
+    /// The graph this database was opened with.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave the store half-written
+        // (every write is one transaction), so a poisoned lock is usable.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current code version of a derived table's function.
+    pub fn code_version(&self, table: &str) -> Result<Option<&str>> {
+        Ok(self.codes[self.graph.table_id(table)?].as_deref())
+    }
+
+    fn id_of<T: Row>(&self) -> Result<TableId> {
+        self.graph.table_id(T::TABLE.name)
+    }
+
+    /// Converts a key to the type of the table's key column.
+    pub fn coerce_key(&self, id: TableId, key: Key) -> Result<Key> {
+        let ty = crate::store::key_type(&self.graph, id);
+        key.clone().coerce(ty).ok_or_else(|| Error::KeyType {
+            table: self.graph.table(id).info.name.to_owned(),
+            key,
+            expected: ty.to_string(),
+        })
+    }
+
+    // ----- inputs -------------------------------------------------------
+
+    /// Writes one input row (insert or replace), as one revision.
+    pub fn put<T: Input>(&self, row: T) -> Result<()> {
+        self.put_all(std::iter::once(row))
+    }
+
+    /// Writes many input rows of one table in one transaction and one revision.
+    pub fn put_all<T: Input>(&self, rows: impl IntoIterator<Item = T>) -> Result<()> {
+        self.id_of::<T>()?;
+        let encoded = rows
+            .into_iter()
+            .map(|r| r.encode())
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|message| Error::Encode {
+                table: T::TABLE.name.to_owned(),
+                message,
+            })?;
+        self.store().put_rows(&T::TABLE, &encoded)
+    }
+
+    /// Deletes an input row and everything derived from it. Returns whether
+    /// the row existed.
+    pub fn delete<T: Input>(&self, key: impl Into<Key>) -> Result<bool> {
+        let id = self.id_of::<T>()?;
+        let key = self.coerce_key(id, key.into())?;
+        self.store().delete_row(&self.graph, id, &key)
+    }
+
+    // ----- reading --------------------------------------------------------
+
+    /// A fresh row: an input row as stored, or a derived row computed first
+    /// if it is missing or stale (with whatever it needs).
+    pub fn get<T: Row>(&self, key: impl Into<Key>) -> Result<T> {
+        let id = self.id_of::<T>()?;
+        let key = self.coerce_key(id, key.into())?;
+        let values = self.get_values(id, &key)?;
+        T::decode(values).map_err(|message| Error::Decode {
+            table: T::TABLE.name.to_owned(),
+            key,
+            message,
+        })
+    }
+
+    /// Like [`Db::get`], by table id, returning the encoded columns.
+    pub fn get_values(&self, id: TableId, key: &Key) -> Result<Vec<Value>> {
+        let info = self.graph.table(id).info;
+        if !info.input {
+            let mut report = Report::default();
+            self.ensure(id, key, &mut report)?;
+        }
+        let state = self
+            .store()
+            .load_states(&self.graph, &[id], key)?
+            .pop()
+            .flatten();
+        let state = state.ok_or_else(|| self.not_found(id, key))?;
+        match state.status {
+            Status::Ok => Ok(state.values),
+            Status::Error => Err(Error::Failed {
+                table: info.name.to_owned(),
+                key: key.clone(),
+                message: state.message.unwrap_or_default(),
+            }),
+            Status::Blocked => Err(Error::Blocked {
+                table: info.name.to_owned(),
+                key: key.clone(),
+                failed_table: state.message.unwrap_or_default(),
+                failed_key: state.origin_key.unwrap_or_else(|| key.clone()),
+            }),
+        }
+    }
+
+    fn not_found(&self, id: TableId, key: &Key) -> Error {
+        let root = self.graph.table(self.graph.table(id).root).info.name;
+        Error::NotFound {
+            table: root.to_owned(),
+            key: key.clone(),
+        }
+    }
+
+    /// Whether a row is fresh, and if not, the cause, naming the table and key.
+    pub fn explain<T: Row>(&self, key: impl Into<Key>) -> Result<Staleness> {
+        let id = self.id_of::<T>()?;
+        let key = self.coerce_key(id, key.into())?;
+        self.explain_id(id, &key)
+    }
+
+    /// Like [`Db::explain`], by table id.
+    pub fn explain_id(&self, id: TableId, key: &Key) -> Result<Staleness> {
+        let t = self.graph.table(id);
+        let root_state = self
+            .store()
+            .load_states(&self.graph, &[t.root], key)?
+            .pop()
+            .flatten();
+        if root_state.is_none() {
+            return Err(self.not_found(id, key));
+        }
+        if t.info.input {
+            return Ok(Staleness::Fresh);
+        }
+        self.explain_derived(id, key)
+    }
+
+    fn explain_derived(&self, id: TableId, key: &Key) -> Result<Staleness> {
+        let t = self.graph.table(id);
+        let states = self.load_with_inputs(id, key)?;
+        let Some(row) = &states[0] else {
+            return Ok(Staleness::Missing);
+        };
+        for &input in &t.inputs {
+            if !self.graph.table(input).info.input
+                && !self.explain_derived(input, key)?.is_settled()
+            {
+                return Ok(Staleness::UpstreamStale {
+                    table: self.graph.table(input).info.name.to_owned(),
+                    key: key.clone(),
+                });
+            }
+        }
+        for (j, &input) in t.inputs.iter().enumerate() {
+            let current = states[j + 1].as_ref().map(|s| s.changed_at);
+            if current != Some(row.ins[j]) {
+                return Ok(Staleness::InputChanged {
+                    table: self.graph.table(input).info.name.to_owned(),
+                    key: key.clone(),
+                });
+            }
+        }
+        if row.code.as_deref() != self.codes[id].as_deref() {
+            let node = self.graph.producer(id).map(|n| n.name).unwrap_or_default();
+            return Ok(Staleness::CodeChanged {
+                node: node.to_owned(),
+            });
+        }
+        Ok(match row.status {
+            Status::Ok => Staleness::Fresh,
+            Status::Error => Staleness::Failed {
+                message: row.message.clone().unwrap_or_default(),
+            },
+            Status::Blocked => Staleness::Blocked {
+                table: row.message.clone().unwrap_or_default(),
+                key: row.origin_key.clone().unwrap_or_else(|| key.clone()),
+            },
+        })
+    }
+
+    /// The derived rows that one input row makes stale (or that are missing),
+    /// each with its cause, in topological order.
+    pub fn stale_from<T: Input>(&self, key: impl Into<Key>) -> Result<Vec<StaleRow>> {
+        let id = self.id_of::<T>()?;
+        let key = self.coerce_key(id, key.into())?;
+        self.stale_from_id(id, &key)
+    }
+
+    /// Like [`Db::stale_from`], by table id.
+    pub fn stale_from_id(&self, root: TableId, key: &Key) -> Result<Vec<StaleRow>> {
+        let mut out = Vec::new();
+        for id in self.graph.derived_from_root(root) {
+            let cause = self.explain_id(id, key)?;
+            if !cause.is_settled() {
+                out.push(StaleRow {
+                    table: self.graph.table(id).info.name.to_owned(),
+                    key: key.clone(),
+                    cause,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    // ----- computing ------------------------------------------------------
+
+    /// Computes every missing and stale row, table by table in topological
+    /// order, functions in parallel.
+    pub fn refresh(&self) -> Result<Report> {
+        let mut report = Report::default();
+        for id in self.graph.derived_in_order().collect::<Vec<_>>() {
+            let r = self.refresh_table(id)?;
+            report.record(self.graph.table(id).info.name, r);
+        }
+        Ok(report)
+    }
+
+    /// Recomputes just the rows derived from one input row.
+    pub fn refresh_from<T: Input>(&self, key: impl Into<Key>) -> Result<Report> {
+        let id = self.id_of::<T>()?;
+        let key = self.coerce_key(id, key.into())?;
+        self.refresh_from_id(id, &key)
+    }
+
+    /// Like [`Db::refresh_from`], by table id.
+    pub fn refresh_from_id(&self, root: TableId, key: &Key) -> Result<Report> {
+        if !self.graph.table(root).info.input {
+            return Err(Error::NotAnInput(
+                self.graph.table(root).info.name.to_owned(),
+            ));
+        }
+        if self
+            .store()
+            .load_states(&self.graph, &[root], key)?
+            .pop()
+            .flatten()
+            .is_none()
+        {
+            return Err(self.not_found(root, key));
+        }
+        let mut report = Report::default();
+        for id in self.graph.derived_from_root(root).collect::<Vec<_>>() {
+            self.ensure(id, key, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Brings one derived row up to date, its derived inputs first.
+    fn ensure(&self, id: TableId, key: &Key, report: &mut Report) -> Result<()> {
+        let t = self.graph.table(id);
+        for &input in &t.inputs {
+            if !self.graph.table(input).info.input {
+                self.ensure(input, key, report)?;
+            }
+        }
+        let plan = {
+            let states = self.load_with_inputs(id, key)?;
+            self.plan(id, key, &states)
+        };
+        match plan {
+            Plan::Fresh => {}
+            Plan::Wait => return Err(self.not_found(id, key)),
+            Plan::Work(work) => {
+                let r = self.execute(id, vec![(key.clone(), work)])?;
+                report.record(t.info.name, r);
+            }
+        }
+        Ok(())
+    }
+
+    fn load_with_inputs(&self, id: TableId, key: &Key) -> Result<Vec<Option<RowState>>> {
+        let t = self.graph.table(id);
+        let mut tables = Vec::with_capacity(1 + t.inputs.len());
+        tables.push(id);
+        tables.extend(&t.inputs);
+        self.store().load_states(&self.graph, &tables, key)
+    }
+
+    /// Decides what to do about one row, given its state and its inputs'.
+    fn plan(&self, id: TableId, key: &Key, states: &[Option<RowState>]) -> Plan {
+        let t = self.graph.table(id);
+        let mut ins = Vec::with_capacity(t.inputs.len());
+        for s in &states[1..] {
+            match s {
+                Some(s) => ins.push(s.changed_at),
+                None => return Plan::Wait,
+            }
+        }
+        if let Some(row) = &states[0] {
+            if row.code.as_deref() == self.codes[id].as_deref() && row.ins == ins {
+                return Plan::Fresh;
+            }
+        }
+        for (j, s) in states[1..].iter().enumerate() {
+            let Some(s) = s else { continue };
+            match s.status {
+                Status::Ok => {}
+                Status::Error => {
+                    let table = self.graph.table(t.inputs[j]).info.name.to_owned();
+                    return Plan::Work(Work::Block {
+                        ins,
+                        table,
+                        key: key.clone(),
+                    });
+                }
+                Status::Blocked => {
+                    let table = s.message.clone().unwrap_or_default();
+                    let key = s.origin_key.clone().unwrap_or_else(|| key.clone());
+                    return Plan::Work(Work::Block { ins, table, key });
+                }
+            }
+        }
+        let inputs = states[1..]
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.values.clone()).unwrap_or_default())
+            .collect();
+        Plan::Work(Work::Compute { ins, inputs })
+    }
+
+    /// Refreshes one derived table: every row whose inputs changed since the
+    /// table's watermark, or all rows after a code change.
+    fn refresh_table(&self, id: TableId) -> Result<TableReport> {
+        let t = self.graph.table(id);
+        let (start, watermark) = {
+            let store = self.store();
+            (store.revision()?, store.watermark(t.info.name)?)
+        };
+        let mut report = TableReport::default();
+        let mut complete = true;
+        let mut drivers = t.inputs.clone();
+        drivers.sort();
+        drivers.dedup();
+        for driver in drivers {
+            let driver_info = self.graph.table(driver).info;
+            let mut cursor = (watermark, i64::MIN);
+            loop {
+                let mut batch = Vec::new();
+                {
+                    let store = self.store();
+                    let page = store.changed_page(driver_info, cursor, BATCH)?;
+                    let Some(last) = page.last() else { break };
+                    cursor = last.1;
+                    drop(store);
+                    for (key, _) in page {
+                        let states = self.load_with_inputs(id, &key)?;
+                        match self.plan(id, &key, &states) {
+                            Plan::Fresh => {}
+                            Plan::Wait => complete = false,
+                            Plan::Work(work) => batch.push((key, work)),
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    let r = self.execute(id, batch)?;
+                    complete &= r.skipped == 0;
+                    report.add(&r);
+                }
+            }
+        }
+        if complete {
+            self.store().raise_watermark(t.info.name, start)?;
+        }
+        Ok(report)
+    }
+
+    /// Computes the planned rows (in parallel, outside any transaction) and
+    /// stores them in one write transaction.
+    fn execute(&self, id: TableId, batch: Vec<(Key, Work)>) -> Result<TableReport> {
+        let Some(node) = self.graph.producer(id) else {
+            return Ok(TableReport::default());
+        };
+        let outcomes: Vec<Outcome> = if batch.len() == 1 {
+            batch.into_iter().map(|(k, p)| run(node, k, p)).collect()
+        } else {
+            batch
+                .into_par_iter()
+                .map(|(k, p)| run(node, k, p))
+                .collect()
+        };
+        let code = self.codes[id].as_deref().unwrap_or_default();
+        let written = self
+            .store()
+            .write_outcomes(&self.graph, id, code, &outcomes)?;
+        let mut r = TableReport::default();
+        for (o, w) in outcomes.iter().zip(written) {
+            match (w, &o.kind) {
+                (Written::Rejected, _) => r.skipped += 1,
+                (_, OutcomeKind::Blocked { .. }) => r.blocked += 1,
+                (_, OutcomeKind::Error(_)) => r.failed += 1,
+                (Written::Changed, OutcomeKind::Ok(_)) => r.computed += 1,
+                (Written::Unchanged, OutcomeKind::Ok(_)) => r.unchanged += 1,
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Does one row's work: calls the function (catching panics) or records the block.
+fn run(node: &NodeDef, key: Key, work: Work) -> Outcome {
+    match work {
+        Work::Compute { ins, inputs } => {
+            let kind = match catch_unwind(AssertUnwindSafe(|| (node.compute)(inputs))) {
+                Ok(Ok(values)) => OutcomeKind::Ok(values),
+                Ok(Err(message)) => OutcomeKind::Error(message),
+                Err(payload) => {
+                    OutcomeKind::Error(format!("panicked: {}", panic_message(&payload)))
+                }
+            };
+            Outcome { key, ins, kind }
+        }
+        Work::Block {
+            ins,
+            table,
+            key: origin,
+        } => Outcome {
+            key,
+            ins,
+            kind: OutcomeKind::Blocked { table, key: origin },
+        },
+    }
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}

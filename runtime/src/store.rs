@@ -1,0 +1,917 @@
+//! The SQLite store. All SQL lives here: the engine speaks in tables, keys,
+//! values and revisions, so that another backend (PostgreSQL) can take this
+//! module's place.
+//!
+//! Layout: `rederive_meta` (format version, revision counter),
+//! `rederive_tables` (each table's columns, code version and watermark), one
+//! STRICT table per input table (its columns + `__changed_at`,
+//! `__changed_ms`), and one per derived table (`__key`, the value columns,
+//! status, error, code version, `__changed_at`, and one `__in_N` column per
+//! input holding the input row's `__changed_at` when the row was computed).
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, TableId};
+use crate::row::{ColumnDef, TableInfo};
+use crate::value::{Key, SqlType, Value};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{
+    params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior,
+};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The newest storage format this build reads and writes.
+pub const FORMAT: i64 = 1;
+
+/// A row's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Computed successfully (always, for input rows).
+    Ok = 0,
+    /// The function failed.
+    Error = 1,
+    /// An input failed.
+    Blocked = 2,
+}
+
+impl Status {
+    fn from_i64(i: i64) -> Status {
+        match i {
+            1 => Status::Error,
+            2 => Status::Blocked,
+            _ => Status::Ok,
+        }
+    }
+}
+
+/// What is stored about one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowState {
+    /// The revision at which the row's value last changed.
+    pub changed_at: i64,
+    /// Ok, error or blocked.
+    pub status: Status,
+    /// The error message (error), or the failed table (blocked).
+    pub message: Option<String>,
+    /// The failed row's key (blocked).
+    pub origin_key: Option<Key>,
+    /// The code version it was computed with (derived rows).
+    pub code: Option<String>,
+    /// The `changed_at` of each input when it was computed (derived rows).
+    pub ins: Vec<i64>,
+    /// The value columns (NULL for failed and blocked rows).
+    pub values: Vec<Value>,
+    /// Wall-clock time of the last change, in ms since the epoch (input rows).
+    pub changed_ms: i64,
+}
+
+/// A result to store for one derived row.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The row's key.
+    pub key: Key,
+    /// The `changed_at` of each input it was computed from.
+    pub ins: Vec<i64>,
+    /// Value, error or block.
+    pub kind: OutcomeKind,
+}
+
+/// The result of computing one row.
+#[derive(Debug, Clone)]
+pub enum OutcomeKind {
+    /// The encoded row.
+    Ok(Vec<Value>),
+    /// The function's error message.
+    Error(String),
+    /// Not computed: this upstream row failed.
+    Blocked {
+        /// The failed table.
+        table: String,
+        /// The failed key.
+        key: Key,
+    },
+}
+
+/// What happened to one stored outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Stored, and the value differs from before (or is new).
+    Changed,
+    /// Stored; the value equals the previous one, whose `changed_at` is kept.
+    Unchanged,
+    /// Not stored: the stored row was computed from newer inputs.
+    Rejected,
+}
+
+/// How many rows of a derived table are in each state (for `status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Rows stored.
+    pub rows: u64,
+    /// Rows with status error.
+    pub failed: u64,
+    /// Rows with status blocked.
+    pub blocked: u64,
+}
+
+pub(crate) fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+struct SqlValue<'a>(&'a Value);
+
+impl ToSql for SqlValue<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+fn from_ref(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+fn key_param(key: &Key) -> Value {
+    key.to_value()
+}
+
+/// The SQL type of a table's key: the key column for inputs, the root's key
+/// column for derived tables.
+pub fn key_type(graph: &Graph, id: TableId) -> SqlType {
+    let root = graph.table(graph.table(id).root).info;
+    root.key_column().map(|c| c.ty).unwrap_or(SqlType::Text)
+}
+
+/// The name of a table's key column.
+fn key_column(info: &TableInfo) -> String {
+    match info.key_column() {
+        Some(c) if info.input => quote(c.name),
+        _ => "__key".to_owned(),
+    }
+}
+
+/// The description of a table stored in `rederive_tables.columns`, compared
+/// at open to notice schema changes.
+fn fingerprint(graph: &Graph, id: TableId) -> String {
+    let t = graph.table(id);
+    if t.info.input {
+        t.info.fingerprint()
+    } else {
+        format!(
+            "{} | key {} | inputs {}",
+            t.info.fingerprint(),
+            key_type(graph, id),
+            t.inputs.len()
+        )
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The SQLite store.
+pub struct Store {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens (or creates) a database file.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let store = Store {
+            conn,
+            path: Some(path.to_owned()),
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// Opens a private in-memory database.
+    pub fn open_in_memory() -> Result<Store> {
+        let store = Store {
+            conn: Connection::open_in_memory()?,
+            path: None,
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// The file, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn not_a_database(&self, reason: impl Into<String>) -> Error {
+        Error::NotADatabase {
+            path: self
+                .path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(":memory:")),
+            reason: reason.into(),
+        }
+    }
+
+    fn init(&self) -> Result<()> {
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        self.conn.set_prepared_statement_cache_capacity(256);
+        // Reading the schema is the first thing that fails on a file that is
+        // not SQLite at all.
+        let names: Vec<String> = match self
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        {
+            Ok(names) => names,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::NotADatabase =>
+            {
+                return Err(self.not_a_database("the file is not an SQLite database"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let ours = names.iter().any(|n| n == "rederive_meta");
+        if !names.is_empty() && !ours {
+            return Err(self.not_a_database(format!(
+                "it is an SQLite database with other tables ({}) and no rederive metadata",
+                names.join(", ")
+            )));
+        }
+        if self.path.is_some() {
+            let mode: String = self
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(
+                    self.not_a_database(format!("could not switch to WAL mode (got {mode})"))
+                );
+            }
+        }
+        self.conn
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")?;
+        if ours {
+            let format: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT value FROM rederive_meta WHERE key = 'format'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match format {
+                Some(f) if f > FORMAT => {
+                    return Err(Error::NewerFormat {
+                        found: f,
+                        supported: FORMAT,
+                    })
+                }
+                Some(_) => {}
+                None => return Err(self.not_a_database("rederive_meta has no format version")),
+            }
+            return Ok(());
+        }
+        self.conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS rederive_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+             INSERT OR IGNORE INTO rederive_meta VALUES ('format', {FORMAT}), ('revision', 0);
+             CREATE TABLE IF NOT EXISTS rederive_tables(
+                 name TEXT PRIMARY KEY,
+                 input INTEGER NOT NULL,
+                 columns TEXT NOT NULL,
+                 code TEXT,
+                 watermark INTEGER NOT NULL DEFAULT 0
+             ) STRICT;
+             COMMIT;"
+        ))?;
+        Ok(())
+    }
+
+    /// Brings the stored tables in line with the graph: creates missing
+    /// tables, rebuilds derived tables whose row type changed, adds new
+    /// nullable columns to input tables (anything else is an error), and
+    /// resets the watermark of tables whose code version changed.
+    pub fn sync_schema(&mut self, graph: &Graph, codes: &[Option<String>]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for &id in graph.topological() {
+            let t = graph.table(id);
+            let name = t.info.name;
+            let fp = fingerprint(graph, id);
+            let stored: Option<(bool, String, Option<String>)> = tx
+                .query_row(
+                    "SELECT input, columns, code FROM rederive_tables WHERE name = ?1",
+                    [name],
+                    |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let code = codes[id].clone();
+            match stored {
+                None => {
+                    create_table(&tx, graph, id)?;
+                    tx.execute(
+                        "INSERT INTO rederive_tables(name, input, columns, code, watermark) VALUES (?1, ?2, ?3, ?4, 0)",
+                        rusqlite::params![name, t.info.input as i64, fp, code],
+                    )?;
+                }
+                Some((true, _, _)) if !t.info.input => {
+                    return Err(Error::SchemaChanged {
+                        table: name.to_owned(),
+                        detail: "it was an input table and is now derived; dropping it would lose input rows".into(),
+                    });
+                }
+                Some((was_input, old_fp, _)) if t.info.input && (old_fp != fp || !was_input) => {
+                    if !was_input {
+                        // A derived table became an input table: its rows can be recomputed
+                        // by nobody now, but they are derived data, so they may go.
+                        tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
+                        create_table(&tx, graph, id)?;
+                    } else {
+                        migrate_input(&tx, t.info, &old_fp)?;
+                    }
+                    tx.execute(
+                        "UPDATE rederive_tables SET input = 1, columns = ?2, code = NULL WHERE name = ?1",
+                        rusqlite::params![name, fp],
+                    )?;
+                }
+                Some((_, old_fp, _)) if !t.info.input && old_fp != fp => {
+                    // Derived data can always be recomputed: rebuild.
+                    tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
+                    create_table(&tx, graph, id)?;
+                    tx.execute(
+                        "UPDATE rederive_tables SET columns = ?2, code = ?3, watermark = 0 WHERE name = ?1",
+                        rusqlite::params![name, fp, code],
+                    )?;
+                }
+                Some((_, _, old_code)) if !t.info.input && old_code != code => {
+                    tx.execute(
+                        "UPDATE rederive_tables SET code = ?2, watermark = 0 WHERE name = ?1",
+                        rusqlite::params![name, code],
+                    )?;
+                }
+                Some(_) => {}
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM rederive_meta WHERE key = 'revision'")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// Writes input rows (each `values` in column order) under one new revision.
+    /// A row equal to the stored one keeps its `changed_at`.
+    pub fn put_rows(&mut self, info: &TableInfo, rows: &[Vec<Value>]) -> Result<()> {
+        let sql = upsert_input_sql(info);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rev = next_revision(&tx)?;
+        let stamps = [Value::Integer(rev), Value::Integer(now_ms())];
+        {
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for values in rows {
+                let params = values.iter().chain(&stamps).map(SqlValue);
+                stmt.execute(params_from_iter(params))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes an input row and every row derived from it. Returns whether
+    /// the input row existed.
+    pub fn delete_row(&mut self, graph: &Graph, id: TableId, key: &Key) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        next_revision(&tx)?;
+        let info = graph.table(id).info;
+        let k = key_param(key);
+        let n = tx.execute(
+            &format!(
+                "DELETE FROM {} WHERE {} = ?1",
+                quote(info.name),
+                key_column(info)
+            ),
+            [SqlValue(&k)],
+        )?;
+        for d in graph.derived_from_root(id) {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {} WHERE __key = ?1",
+                    quote(graph.table(d).info.name)
+                ),
+                [SqlValue(&k)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// A page of a table's rows with `(changed_at, rowid)` after `after`, in
+    /// that order: the rows changed since a watermark, found through the
+    /// index on `__changed_at`.
+    pub fn changed_page(
+        &self,
+        info: &TableInfo,
+        after: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<(Key, (i64, i64))>> {
+        let sql = format!(
+            "SELECT {key}, __changed_at, rowid FROM {t} WHERE (__changed_at, rowid) > (?1, ?2) \
+             ORDER BY __changed_at, rowid LIMIT ?3",
+            key = key_column(info),
+            t = quote(info.name)
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params![after.0, after.1, limit as i64], |r| {
+            let key = from_ref(r.get_ref(0)?);
+            Ok((key, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (value, cursor) = row?;
+            if let Some(key) = Key::from_value(&value) {
+                out.push((key, cursor));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored state of one key in several tables, in one query (every
+    /// table of a root shares its key).
+    pub fn load_states(
+        &self,
+        graph: &Graph,
+        tables: &[TableId],
+        key: &Key,
+    ) -> Result<Vec<Option<RowState>>> {
+        let mut select = Vec::new();
+        let mut joins = String::new();
+        for (i, &id) in tables.iter().enumerate() {
+            let t = graph.table(id);
+            let a = format!("a{i}");
+            select.push(format!("{a}.__changed_at"));
+            if t.info.input {
+                select.push(format!("{a}.__changed_ms"));
+            } else {
+                select.push(format!(
+                    "{a}.__status, {a}.__error, {a}.__origin_key, {a}.__code"
+                ));
+                for j in 0..t.inputs.len() {
+                    select.push(format!("{a}.__in_{j}"));
+                }
+            }
+            for c in t.info.columns {
+                select.push(format!("{a}.{}", quote(c.name)));
+            }
+            joins.push_str(&format!(
+                " LEFT JOIN {} {a} ON {a}.{} = q.k",
+                quote(t.info.name),
+                key_column(t.info)
+            ));
+        }
+        let sql = format!(
+            "SELECT {} FROM (SELECT ?1 AS k) q{joins}",
+            select.join(", ")
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let k = key_param(key);
+        let states = stmt.query_row([SqlValue(&k)], |r| {
+            let mut i = 0;
+            let mut out = Vec::with_capacity(tables.len());
+            for &id in tables {
+                let t = graph.table(id);
+                let changed_at: Option<i64> = r.get(i)?;
+                i += 1;
+                let mut state = RowState {
+                    changed_at: changed_at.unwrap_or(0),
+                    status: Status::Ok,
+                    message: None,
+                    origin_key: None,
+                    code: None,
+                    ins: Vec::new(),
+                    values: Vec::new(),
+                    changed_ms: 0,
+                };
+                if t.info.input {
+                    state.changed_ms = r.get::<_, Option<i64>>(i)?.unwrap_or(0);
+                    i += 1;
+                } else {
+                    state.status = Status::from_i64(r.get::<_, Option<i64>>(i)?.unwrap_or(0));
+                    state.message = r.get(i + 1)?;
+                    state.origin_key = Key::from_value(&from_ref(r.get_ref(i + 2)?));
+                    state.code = r.get(i + 3)?;
+                    i += 4;
+                    for _ in 0..t.inputs.len() {
+                        state.ins.push(r.get::<_, Option<i64>>(i)?.unwrap_or(0));
+                        i += 1;
+                    }
+                }
+                for _ in t.info.columns {
+                    state.values.push(from_ref(r.get_ref(i)?));
+                    i += 1;
+                }
+                out.push(changed_at.map(|_| state));
+            }
+            Ok(out)
+        })?;
+        Ok(states)
+    }
+
+    /// Stores results of one derived table in one write transaction, each
+    /// only if the write guard passes: every input it was computed from is
+    /// at least as new as those of the stored row. A result equal to the
+    /// stored row keeps its `changed_at` (early cutoff).
+    pub fn write_outcomes(
+        &mut self,
+        graph: &Graph,
+        id: TableId,
+        code: &str,
+        outcomes: &[Outcome],
+    ) -> Result<Vec<Written>> {
+        let t = graph.table(id);
+        let sql = upsert_derived_sql(t.info, t.inputs.len());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rev = next_revision(&tx)?;
+        let mut written = Vec::with_capacity(outcomes.len());
+        {
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let nulls = vec![Value::Null; t.info.columns.len()];
+            for o in outcomes {
+                let (values, status, message, origin) = match &o.kind {
+                    OutcomeKind::Ok(v) => (v, Status::Ok, Value::Null, Value::Null),
+                    OutcomeKind::Error(m) => {
+                        (&nulls, Status::Error, Value::Text(m.clone()), Value::Null)
+                    }
+                    OutcomeKind::Blocked { table, key } => (
+                        &nulls,
+                        Status::Blocked,
+                        Value::Text(table.clone()),
+                        key.to_value(),
+                    ),
+                };
+                let mut params: Vec<Value> = Vec::with_capacity(values.len() + 6 + o.ins.len());
+                params.push(o.key.to_value());
+                params.extend(values.iter().cloned());
+                params.push(Value::Integer(status as i64));
+                params.push(message);
+                params.push(origin);
+                params.push(Value::Text(code.to_owned()));
+                params.push(Value::Integer(rev));
+                params.extend(o.ins.iter().map(|&i| Value::Integer(i)));
+                let changed: Option<i64> = stmt
+                    .query_row(params_from_iter(params.iter().map(SqlValue)), |r| r.get(0))
+                    .optional()?;
+                written.push(match changed {
+                    None => Written::Rejected,
+                    Some(c) if c == rev => Written::Changed,
+                    Some(_) => Written::Unchanged,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// The revision up to which every input change was processed for `table`.
+    pub fn watermark(&self, table: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT watermark FROM rederive_tables WHERE name = ?1")?
+            .query_row([table], |r| r.get(0))?)
+    }
+
+    /// Raises the watermark of `table` to `revision` (never lowers it).
+    pub fn raise_watermark(&self, table: &str, revision: i64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE rederive_tables SET watermark = max(watermark, ?2) WHERE name = ?1",
+            )?
+            .execute(rusqlite::params![table, revision])?;
+        Ok(())
+    }
+
+    /// Row counts of a table by status.
+    pub fn counts(&self, info: &TableInfo) -> Result<Counts> {
+        if info.input {
+            let rows: i64 = self.conn.query_row(
+                &format!("SELECT count(*) FROM {}", quote(info.name)),
+                [],
+                |r| r.get(0),
+            )?;
+            return Ok(Counts {
+                rows: rows as u64,
+                ..Counts::default()
+            });
+        }
+        let (rows, failed, blocked): (i64, i64, i64) = self.conn.query_row(
+            &format!(
+                "SELECT count(*), coalesce(sum(__status = 1), 0), coalesce(sum(__status = 2), 0) FROM {}",
+                quote(info.name)
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(Counts {
+            rows: rows as u64,
+            failed: failed as u64,
+            blocked: blocked as u64,
+        })
+    }
+
+    /// Every key of a table, in key order, a page at a time.
+    pub fn keys_after(
+        &self,
+        info: &TableInfo,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        let kc = key_column(info);
+        let sql = match after {
+            Some(_) => format!(
+                "SELECT {kc} FROM {t} WHERE {kc} > ?1 ORDER BY {kc} LIMIT ?2",
+                t = quote(info.name)
+            ),
+            None => format!(
+                "SELECT {kc} FROM {t} ORDER BY {kc} LIMIT ?2",
+                t = quote(info.name)
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let after = after.map(|k| k.to_value()).unwrap_or(Value::Null);
+        let rows = stmt.query_map(rusqlite::params![SqlValue(&after), limit as i64], |r| {
+            Ok(from_ref(r.get_ref(0)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some(k) = Key::from_value(&row?) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keys of rows with the given status, a page at a time.
+    pub fn keys_with_status(
+        &self,
+        info: &TableInfo,
+        status: Status,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        let sql = format!(
+            "SELECT __key FROM {t} WHERE __status = ?1 AND (?2 IS NULL OR __key > ?2) ORDER BY __key LIMIT ?3",
+            t = quote(info.name)
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let after = after.map(|k| k.to_value()).unwrap_or(Value::Null);
+        let rows = stmt.query_map(
+            rusqlite::params![status as i64, SqlValue(&after), limit as i64],
+            |r| Ok(from_ref(r.get_ref(0)?)),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some(k) = Key::from_value(&row?) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Direct access for tests and tools.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn next_revision(tx: &Connection) -> Result<i64> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE rederive_meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
+fn column_sql(c: &ColumnDef, force_nullable: bool) -> String {
+    let null = if c.nullable || force_nullable {
+        ""
+    } else {
+        " NOT NULL"
+    };
+    format!("{} {}{null}", quote(c.name), c.ty.sql())
+}
+
+fn create_table(tx: &Connection, graph: &Graph, id: TableId) -> Result<()> {
+    let t = graph.table(id);
+    let name = quote(t.info.name);
+    let mut cols = Vec::new();
+    if t.info.input {
+        for (i, c) in t.info.columns.iter().enumerate() {
+            if t.info.key == Some(i) {
+                cols.push(format!(
+                    "{} {} NOT NULL PRIMARY KEY",
+                    quote(c.name),
+                    c.ty.sql()
+                ));
+            } else {
+                cols.push(column_sql(c, false));
+            }
+        }
+        cols.push("__changed_at INTEGER NOT NULL".into());
+        cols.push("__changed_ms INTEGER NOT NULL".into());
+    } else {
+        cols.push(format!(
+            "__key {} NOT NULL PRIMARY KEY",
+            key_type(graph, id).sql()
+        ));
+        // Value columns are nullable: failed and blocked rows have no value.
+        for c in t.info.columns {
+            cols.push(column_sql(c, true));
+        }
+        cols.push("__status INTEGER NOT NULL".into());
+        cols.push("__error TEXT".into());
+        cols.push("__origin_key ANY".into());
+        cols.push("__code TEXT NOT NULL".into());
+        cols.push("__changed_at INTEGER NOT NULL".into());
+        for j in 0..t.inputs.len() {
+            cols.push(format!("__in_{j} INTEGER NOT NULL"));
+        }
+    }
+    tx.execute_batch(&format!(
+        "CREATE TABLE {name}({}) STRICT;
+         CREATE INDEX {} ON {name}(__changed_at);",
+        cols.join(", "),
+        quote(&format!("{}__changed_at", t.info.name)),
+    ))?;
+    if !t.info.input {
+        tx.execute_batch(&format!(
+            "CREATE INDEX {} ON {name}(__status) WHERE __status != 0;",
+            quote(&format!("{}__status", t.info.name))
+        ))?;
+    }
+    Ok(())
+}
+
+/// An input table may gain nullable columns at the end; anything else would
+/// need a decision about existing rows that only the user can make.
+fn migrate_input(tx: &Connection, info: &TableInfo, old_fp: &str) -> Result<()> {
+    let old: Vec<&str> = if old_fp.is_empty() {
+        Vec::new()
+    } else {
+        old_fp.split(',').collect()
+    };
+    let new_fp = info.fingerprint();
+    let new: Vec<&str> = new_fp.split(',').collect();
+    let prefix_kept = old.len() <= new.len() && old.iter().zip(&new).all(|(a, b)| a == b);
+    let added = &info.columns[old.len().min(info.columns.len())..];
+    if prefix_kept && added.iter().all(|c| c.nullable) {
+        for c in added {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {} ADD COLUMN {}",
+                quote(info.name),
+                column_sql(c, false)
+            ))?;
+        }
+        return Ok(());
+    }
+    let removed: Vec<&str> = old.iter().filter(|c| !new.contains(c)).copied().collect();
+    let new_cols: Vec<&str> = new.iter().filter(|c| !old.contains(c)).copied().collect();
+    let mut detail = format!(
+        "stored columns [{}], row type now [{}]",
+        old.join(", "),
+        new.join(", ")
+    );
+    if !removed.is_empty() {
+        detail.push_str(&format!(
+            "; no longer in the row type: {}",
+            removed.join(", ")
+        ));
+    }
+    if !new_cols.is_empty() {
+        detail.push_str(&format!("; new or changed: {}", new_cols.join(", ")));
+    }
+    if removed.is_empty() && prefix_kept {
+        detail.push_str("; only nullable (Option) columns can be added automatically");
+    } else if removed.is_empty() {
+        detail.push_str("; new nullable columns must come after the existing ones");
+    }
+    Err(Error::SchemaChanged {
+        table: info.name.to_owned(),
+        detail,
+    })
+}
+
+fn upsert_input_sql(info: &TableInfo) -> String {
+    let cols: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
+    let key = key_column(info);
+    let placeholders: Vec<String> = (1..=cols.len() + 2).map(|i| format!("?{i}")).collect();
+    let others: Vec<&String> = cols
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| info.key != Some(*i))
+        .map(|(_, c)| c)
+        .collect();
+    let conflict = if others.is_empty() {
+        "DO NOTHING".to_owned()
+    } else {
+        let sets: Vec<String> = others
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let same: Vec<String> = others
+            .iter()
+            .map(|c| format!("{c} IS excluded.{c}"))
+            .collect();
+        format!(
+            "DO UPDATE SET {}, __changed_at = excluded.__changed_at, __changed_ms = excluded.__changed_ms WHERE NOT ({})",
+            sets.join(", "),
+            same.join(" AND ")
+        )
+    };
+    format!(
+        "INSERT INTO {t}({cols}, __changed_at, __changed_ms) VALUES ({ph}) ON CONFLICT({key}) {conflict}",
+        t = quote(info.name),
+        cols = cols.join(", "),
+        ph = placeholders.join(", "),
+    )
+}
+
+fn upsert_derived_sql(info: &TableInfo, inputs: usize) -> String {
+    let values: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
+    let ins: Vec<String> = (0..inputs).map(|j| format!("__in_{j}")).collect();
+    let mut cols = vec!["__key".to_owned()];
+    cols.extend(values.iter().cloned());
+    cols.extend(
+        [
+            "__status",
+            "__error",
+            "__origin_key",
+            "__code",
+            "__changed_at",
+        ]
+        .map(String::from),
+    );
+    cols.extend(ins.iter().cloned());
+    let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+    let mut same: Vec<String> = values
+        .iter()
+        .map(|c| format!("{c} IS excluded.{c}"))
+        .collect();
+    same.extend(["__status", "__error", "__origin_key"].map(|c| format!("{c} IS excluded.{c}")));
+    let mut sets = vec![format!(
+        "__changed_at = CASE WHEN {} THEN __changed_at ELSE excluded.__changed_at END",
+        same.join(" AND ")
+    )];
+    sets.extend(
+        values
+            .iter()
+            .chain(&ins)
+            .map(|c| format!("{c} = excluded.{c}")),
+    );
+    sets.extend(
+        ["__status", "__error", "__origin_key", "__code"].map(|c| format!("{c} = excluded.{c}")),
+    );
+    let guard: Vec<String> = ins.iter().map(|c| format!("excluded.{c} >= {c}")).collect();
+    let guard = if guard.is_empty() {
+        "1".to_owned()
+    } else {
+        guard.join(" AND ")
+    };
+    format!(
+        "INSERT INTO {t}({cols}) VALUES ({ph}) ON CONFLICT(__key) DO UPDATE SET {sets} WHERE {guard} RETURNING __changed_at",
+        t = quote(info.name),
+        cols = cols.join(", "),
+        ph = placeholders.join(", "),
+        sets = sets.join(", "),
+    )
+}
