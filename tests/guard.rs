@@ -1,0 +1,69 @@
+//! The write guard: a slow computation on an old revision that finishes
+//! after a newer one is not stored.
+use rederive::{derive_table, Db, Row, Staleness};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Row, Debug, Clone, PartialEq)]
+#[row(input)]
+pub struct Setting {
+    #[row(key)]
+    pub name: String,
+    pub value: i64,
+}
+
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct Doubled {
+    pub value: i64,
+}
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+
+#[derive_table]
+fn double(s: &Setting) -> Doubled {
+    if s.value == 1 {
+        // The old revision's computation: announce, then wait to be released.
+        STARTED.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !RELEASE.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    Doubled { value: s.value * 2 }
+}
+
+#[test]
+fn slow_old_result_does_not_overwrite_newer_one() -> rederive::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("guard.db");
+    let slow = Db::open(&path)?;
+    let fast = Db::open(&path)?;
+    slow.put(Setting { name: "k".into(), value: 1 })?;
+
+    std::thread::scope(|scope| -> rederive::Result<()> {
+        let old = scope.spawn(|| slow.refresh());
+        while !STARTED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // While the old computation runs, a newer input arrives and is computed.
+        fast.put(Setting { name: "k".into(), value: 5 })?;
+        let r = fast.refresh()?;
+        assert_eq!(r.computed, 1);
+        assert_eq!(fast.get::<Doubled>("k")?.value, 10);
+
+        RELEASE.store(true, Ordering::SeqCst);
+        let old_report = old.join().expect("refresh thread panicked")?;
+        assert_eq!(old_report.skipped, 1, "the old result must be refused: {old_report:?}");
+        assert_eq!(old_report.computed, 0);
+        Ok(())
+    })?;
+
+    // The newer result survived, and it is fresh.
+    assert_eq!(fast.get::<Doubled>("k")?.value, 10);
+    assert_eq!(slow.explain::<Doubled>("k")?, Staleness::Fresh);
+    // The refused refresh left its watermark behind; a new refresh finds nothing stale.
+    let r = slow.refresh()?;
+    assert_eq!(r.calls(), 0);
+    Ok(())
+}
