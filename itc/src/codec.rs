@@ -21,6 +21,7 @@
 //! valid but non-canonical encoding (say of the id `(1,1)`) decodes to the
 //! canonical stamp. Memory use is proportional to the input's length.
 
+use crate::event::normalized;
 use crate::{Error, Event, Id, Malformed, Result, Stamp, MAX_DEPTH};
 
 impl Stamp {
@@ -49,7 +50,7 @@ impl Stamp {
     pub fn decode(bytes: &[u8]) -> Result<Stamp> {
         let mut input = BitReader { bytes, pos: 0 };
         let id = input.id(0)?;
-        let event = input.event(0)?;
+        let event = input.event(0, 0)?;
         input.finish()?;
         Ok(Stamp::new(id, event))
     }
@@ -208,37 +209,50 @@ impl BitReader<'_> {
         })
     }
 
-    fn event(&mut self, depth: usize) -> Result<Event> {
+    /// An event tree nested inside `depth` nodes whose counters add up to
+    /// `above`; every sum along a path must fit in a `u64`.
+    fn event(&mut self, depth: usize, above: u64) -> Result<Event> {
         let start = self.pos;
         if self.bit()? {
-            return Ok(Event::leaf(self.number(start)?));
+            let n = self.number(start)?;
+            self.check_sum(start, above, n)?;
+            return Ok(Event::leaf(n));
         }
         self.enter(start, depth)?;
         let zero = Event::leaf;
         let (n, left, right) = match self.bits(2)? {
-            0b00 => (0, zero(0), self.event(depth + 1)?),
-            0b01 => (0, self.event(depth + 1)?, zero(0)),
+            0b00 => (0, zero(0), self.event(depth + 1, above)?),
+            0b01 => (0, self.event(depth + 1, above)?, zero(0)),
             0b10 => {
-                let left = self.event(depth + 1)?;
-                (0, left, self.event(depth + 1)?)
+                let left = self.event(depth + 1, above)?;
+                (0, left, self.event(depth + 1, above)?)
             }
             _ => {
                 // `1`: both children follow; `01`: only the left; `00`:
                 // only the right. The node's counter comes first.
                 let both = self.bit()?;
                 let left_only = !both && self.bit()?;
+                let counter_start = self.pos;
                 let n = self.counter()?;
+                let below = self.check_sum(counter_start, above, n)?;
                 if both {
-                    let left = self.event(depth + 1)?;
-                    (n, left, self.event(depth + 1)?)
+                    let left = self.event(depth + 1, below)?;
+                    (n, left, self.event(depth + 1, below)?)
                 } else if left_only {
-                    (n, self.event(depth + 1)?, zero(0))
+                    (n, self.event(depth + 1, below)?, zero(0))
                 } else {
-                    (n, zero(0), self.event(depth + 1)?)
+                    (n, zero(0), self.event(depth + 1, below)?)
                 }
             }
         };
-        Event::node(n, left, right).or_else(|_| self.fail(start, Malformed::CounterTooLarge))
+        Ok(normalized(n, left, right))
+    }
+
+    /// `above + n`, or an error at `start` if it exceeds `u64::MAX`.
+    fn check_sum(&self, start: usize, above: u64, n: u64) -> Result<u64> {
+        above
+            .checked_add(n)
+            .map_or_else(|| self.fail(start, Malformed::CounterTooLarge), Ok)
     }
 
     /// The counter of an event node: a leaf encoding, tag bit included.

@@ -240,8 +240,9 @@ fn cheaper_side(il: &Id, ir: &Id, el: &Event, er: &Event) -> Option<(Side, Cost)
 }
 
 /// The node `(n,l,r)` in normal form, given children in normal form whose
-/// values plus `n` fit in a `u64`.
-fn normalized(n: u64, mut l: Event, mut r: Event) -> Event {
+/// values plus `n` fit in a `u64` (the caller's responsibility: readers of
+/// untrusted input check sums along each path as they go).
+pub(crate) fn normalized(n: u64, mut l: Event, mut r: Event) -> Event {
     if l.is_leaf() && r.is_leaf() && l.base == r.base {
         return Event::leaf(n + l.base);
     }

@@ -17,6 +17,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::event::normalized;
 use crate::{Error, Event, Id, Malformed, Result, Stamp, MAX_DEPTH};
 
 impl fmt::Display for Id {
@@ -78,7 +79,7 @@ impl FromStr for Event {
 
     /// Parses `n` or `(n,l,r)`.
     fn from_str(text: &str) -> Result<Event> {
-        Parser::new(text).whole(|p| p.event(0))
+        Parser::new(text).whole(|p| p.event(0, 0))
     }
 }
 
@@ -146,7 +147,7 @@ impl<'a> Parser<'a> {
         self.expect(b'(', "`(` opening a stamp")?;
         let id = self.id(0)?;
         self.expect(b',', "`,` after the id")?;
-        let event = self.event(0)?;
+        let event = self.event(0, 0)?;
         self.expect(b')', "`)` closing the stamp")?;
         Ok(Stamp::new(id, event))
     }
@@ -174,19 +175,32 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn event(&mut self, depth: usize) -> Result<Event> {
+    /// An event tree nested inside `depth` nodes whose counters add up to
+    /// `above`; every sum along a path must fit in a `u64`.
+    fn event(&mut self, depth: usize, above: u64) -> Result<Event> {
         let start = self.pos;
         if self.peek() != Some(b'(') {
-            return Ok(Event::leaf(self.number("an event tree: a counter or `(`")?));
+            let n = self.number("an event tree: a counter or `(`")?;
+            self.check_sum(start, above, n)?;
+            return Ok(Event::leaf(n));
         }
         self.open(depth)?;
+        let counter_start = self.pos;
         let n = self.number("the counter of an event node")?;
+        let below = self.check_sum(counter_start, above, n)?;
         self.expect(b',', "`,` after an event counter")?;
-        let left = self.event(depth + 1)?;
+        let left = self.event(depth + 1, below)?;
         self.expect(b',', "`,` between event subtrees")?;
-        let right = self.event(depth + 1)?;
+        let right = self.event(depth + 1, below)?;
         self.expect(b')', "`)` closing an event tree")?;
-        Event::node(n, left, right).or_else(|_| self.fail(start, Malformed::CounterTooLarge))
+        Ok(normalized(n, left, right))
+    }
+
+    /// `above + n`, or an error at `start` if it exceeds `u64::MAX`.
+    fn check_sum(&self, start: usize, above: u64, n: u64) -> Result<u64> {
+        above
+            .checked_add(n)
+            .map_or_else(|| self.fail(start, Malformed::CounterTooLarge), Ok)
     }
 
     fn number(&mut self, what: &'static str) -> Result<u64> {

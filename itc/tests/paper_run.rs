@@ -10,6 +10,18 @@ fn stamp(text: &str) -> Stamp {
     text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
+/// Bytes from a string of `0`s and `1`s (spaces ignored), zero-padded.
+fn from_bits(bits: &str) -> Vec<u8> {
+    let bits: Vec<u8> = bits
+        .bytes()
+        .filter(|b| *b != b' ')
+        .map(|b| b - b'0')
+        .collect();
+    bits.chunks(8)
+        .map(|chunk| (0..8).fold(0, |byte, i| byte << 1 | chunk.get(i).copied().unwrap_or(0)))
+        .collect()
+}
+
 fn text(s: &Stamp) -> String {
     s.to_string()
 }
@@ -216,6 +228,12 @@ fn decoding_normalizes_and_rejects_bad_input_with_a_position() {
         (bit, problem),
         (2 * rederive_itc::MAX_DEPTH, Malformed::TooDeep)
     );
+    // The node (u64::MAX,0,1): the right leaf overflows along the path.
+    let max_counter = format!("1{}0{:064b}", "1".repeat(62), 3);
+    let bytes = from_bits(&format!("001 01100 {max_counter} 1001"));
+    assert_eq!(fail(&bytes), (8 + 128, Malformed::CounterTooLarge));
+    let bytes = from_bits(&format!("001 01100 {max_counter} 1000"));
+    assert!(Stamp::decode(&bytes).is_ok());
     // A counter with more than 62 continuation bits exceeds u64::MAX.
     let mut huge = vec![0x3f];
     huge.extend([0xff; 16]);
@@ -244,10 +262,12 @@ fn text_errors_say_where() {
         fail("(1,18446744073709551616)"),
         (3, Malformed::CounterTooLarge)
     );
+    // The leaf `1` under the node's counter u64::MAX overflows.
     assert_eq!(
         fail("(1,(18446744073709551615,1,0))"),
-        (3, Malformed::CounterTooLarge)
+        (25, Malformed::CounterTooLarge)
     );
+    assert!("(1,(18446744073709551615,0,0))".parse::<Stamp>().is_ok());
     assert_eq!(
         fail("(1,(1,2))"),
         (7, Malformed::Expected("`,` between event subtrees"))
