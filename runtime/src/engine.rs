@@ -32,6 +32,9 @@ pub struct Db {
     graph: Graph,
     /// The current code version of each table's producer (by table id).
     codes: Vec<Option<String>>,
+    /// For each table, the tables it is computed from (transitively) in
+    /// topological order, ending with itself.
+    ancestry: Vec<Vec<TableId>>,
 }
 
 /// What to do about one derived row.
@@ -92,10 +95,14 @@ impl Db {
             })
             .collect::<Result<Vec<_>>>()?;
         store.sync_schema(&graph, &codes)?;
+        let ancestry = (0..graph.tables().len())
+            .map(|id| graph.ancestry(id))
+            .collect();
         Ok(Db {
             store: Mutex::new(store),
             graph,
             codes,
+            ancestry,
         })
     }
 
@@ -176,15 +183,17 @@ impl Db {
     /// Like [`Db::get`], by table id, returning the encoded columns.
     pub fn get_values(&self, id: TableId, key: &Key) -> Result<Vec<Value>> {
         let info = self.graph.table(id).info;
-        if !info.input {
-            let mut report = Report::default();
-            self.ensure(id, key, &mut report)?;
-        }
-        let state = self
-            .store()
-            .load_states(&self.graph, &[id], key)?
-            .pop()
-            .flatten();
+        let state = match self.settled_state(id, key)? {
+            Some(state) => Some(state),
+            None => {
+                let mut report = Report::default();
+                self.ensure(id, key, &mut report)?;
+                self.store()
+                    .load_states(&self.graph, &[id], key)?
+                    .pop()
+                    .flatten()
+            }
+        };
         let state = state.ok_or_else(|| self.not_found(id, key))?;
         match state.status {
             Status::Ok => Ok(state.values),
@@ -200,6 +209,33 @@ impl Db {
                 failed_key: state.origin_key.unwrap_or_else(|| key.clone()),
             }),
         }
+    }
+
+    /// The row's state if it and everything upstream of it is settled,
+    /// read in one query over the table's ancestors (all keyed alike).
+    fn settled_state(&self, id: TableId, key: &Key) -> Result<Option<RowState>> {
+        let tables = &self.ancestry[id];
+        let states = self.store().load_provenance(&self.graph, tables, key)?;
+        for (i, &t) in tables.iter().enumerate() {
+            let node = self.graph.table(t);
+            if node.info.input {
+                continue;
+            }
+            let Some(row) = &states[i] else {
+                return Ok(None);
+            };
+            if row.code.as_deref() != self.codes[t].as_deref() {
+                return Ok(None);
+            }
+            for (j, input) in node.inputs.iter().enumerate() {
+                let pos = tables.iter().position(|x| x == input);
+                let current = pos.and_then(|p| states[p].as_ref()).map(|s| s.changed_at);
+                if current != Some(row.ins[j]) {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(states.into_iter().last().flatten())
     }
 
     fn not_found(&self, id: TableId, key: &Key) -> Error {
@@ -354,7 +390,7 @@ impl Db {
         }
         let plan = {
             let states = self.load_with_inputs(id, key)?;
-            self.plan(id, key, &states)
+            self.plan(id, key, states)
         };
         match plan {
             Plan::Fresh => {}
@@ -367,16 +403,23 @@ impl Db {
         Ok(())
     }
 
-    fn load_with_inputs(&self, id: TableId, key: &Key) -> Result<Vec<Option<RowState>>> {
+    /// A derived table followed by its inputs: the tables whose state
+    /// decides what to do about one of its rows.
+    fn with_inputs(&self, id: TableId) -> Vec<TableId> {
         let t = self.graph.table(id);
         let mut tables = Vec::with_capacity(1 + t.inputs.len());
         tables.push(id);
         tables.extend(&t.inputs);
-        self.store().load_states(&self.graph, &tables, key)
+        tables
+    }
+
+    fn load_with_inputs(&self, id: TableId, key: &Key) -> Result<Vec<Option<RowState>>> {
+        self.store()
+            .load_states(&self.graph, &self.with_inputs(id), key)
     }
 
     /// Decides what to do about one row, given its state and its inputs'.
-    fn plan(&self, id: TableId, key: &Key, states: &[Option<RowState>]) -> Plan {
+    fn plan(&self, id: TableId, key: &Key, mut states: Vec<Option<RowState>>) -> Plan {
         let t = self.graph.table(id);
         let mut ins = Vec::with_capacity(t.inputs.len());
         for s in &states[1..] {
@@ -409,9 +452,9 @@ impl Db {
                 }
             }
         }
-        let inputs = states[1..]
-            .iter()
-            .map(|s| s.as_ref().map(|s| s.values.clone()).unwrap_or_default())
+        let inputs = states
+            .drain(1..)
+            .map(|s| s.map(|s| s.values).unwrap_or_default())
             .collect();
         Plan::Work(Work::Compute { ins, inputs })
     }
@@ -429,24 +472,21 @@ impl Db {
         let mut drivers = t.inputs.clone();
         drivers.sort();
         drivers.dedup();
+        let tables = self.with_inputs(id);
         for driver in drivers {
-            let driver_info = self.graph.table(driver).info;
             let mut cursor = (watermark, i64::MIN);
             loop {
+                let page =
+                    self.store()
+                        .load_changed_page(&self.graph, driver, &tables, cursor, BATCH)?;
+                let Some(last) = page.last() else { break };
+                cursor = last.1;
                 let mut batch = Vec::new();
-                {
-                    let store = self.store();
-                    let page = store.changed_page(driver_info, cursor, BATCH)?;
-                    let Some(last) = page.last() else { break };
-                    cursor = last.1;
-                    drop(store);
-                    for (key, _) in page {
-                        let states = self.load_with_inputs(id, &key)?;
-                        match self.plan(id, &key, &states) {
-                            Plan::Fresh => {}
-                            Plan::Wait => complete = false,
-                            Plan::Work(work) => batch.push((key, work)),
-                        }
+                for (key, _, states) in page {
+                    match self.plan(id, &key, states) {
+                        Plan::Fresh => {}
+                        Plan::Wait => complete = false,
+                        Plan::Work(work) => batch.push((key, work)),
                     }
                 }
                 if !batch.is_empty() {
@@ -468,14 +508,7 @@ impl Db {
         let Some(node) = self.graph.producer(id) else {
             return Ok(TableReport::default());
         };
-        let outcomes: Vec<Outcome> = if batch.len() == 1 {
-            batch.into_iter().map(|(k, p)| run(node, k, p)).collect()
-        } else {
-            batch
-                .into_par_iter()
-                .map(|(k, p)| run(node, k, p))
-                .collect()
-        };
+        let outcomes = compute_all(node, batch);
         let code = self.codes[id].as_deref().unwrap_or_default();
         let written = self
             .store()
@@ -492,6 +525,32 @@ impl Db {
         }
         Ok(r)
     }
+}
+
+/// Runs a batch's work: the first row alone, timed, and the rest on the
+/// thread pool only when they are slow enough for parallelism to pay off
+/// (for trivial functions, handing rows to other threads costs more than
+/// the calls themselves).
+fn compute_all(node: &NodeDef, batch: Vec<(Key, Work)>) -> Vec<Outcome> {
+    const PARALLEL_ABOVE: std::time::Duration = std::time::Duration::from_micros(20);
+    let mut rest = batch.into_iter();
+    let Some((key, work)) = rest.next() else {
+        return Vec::new();
+    };
+    let started = std::time::Instant::now();
+    let first = run(node, key, work);
+    let slow = started.elapsed() > PARALLEL_ABOVE;
+    let mut outcomes = vec![first];
+    if slow {
+        outcomes.par_extend(
+            rest.collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|(k, w)| run(node, k, w)),
+        );
+    } else {
+        outcomes.extend(rest.map(|(k, w)| run(node, k, w)));
+    }
+    outcomes
 }
 
 /// Does one row's work: calls the function (catching panics) or records the block.

@@ -330,6 +330,20 @@ impl Graph {
             .filter(|&id| self.tables[id].producer.is_some())
     }
 
+    /// The tables `id` is computed from, directly or not, in topological
+    /// order, followed by `id` itself.
+    pub fn ancestry(&self, id: TableId) -> Vec<TableId> {
+        let mut needed = vec![false; self.tables.len()];
+        let mut stack = vec![id];
+        while let Some(t) = stack.pop() {
+            if !needed[t] {
+                needed[t] = true;
+                stack.extend(&self.tables[t].inputs);
+            }
+        }
+        self.order.iter().copied().filter(|&t| needed[t]).collect()
+    }
+
     /// The tables that read `id` directly.
     pub fn readers(&self, id: TableId) -> impl Iterator<Item = TableId> + '_ {
         self.order

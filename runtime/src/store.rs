@@ -185,10 +185,15 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+type SqlCache = std::cell::RefCell<
+    std::collections::HashMap<(Vec<TableId>, Option<TableId>, bool), std::sync::Arc<str>>,
+>;
+
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
     path: Option<PathBuf>,
+    sql_cache: SqlCache,
 }
 
 impl Store {
@@ -203,6 +208,7 @@ impl Store {
         let store = Store {
             conn,
             path: Some(path.to_owned()),
+            sql_cache: SqlCache::default(),
         };
         store.init()?;
         Ok(store)
@@ -213,6 +219,7 @@ impl Store {
         let store = Store {
             conn: Connection::open_in_memory()?,
             path: None,
+            sql_cache: SqlCache::default(),
         };
         store.init()?;
         Ok(store)
@@ -435,45 +442,21 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// A page of a table's rows with `(changed_at, rowid)` after `after`, in
-    /// that order: the rows changed since a watermark, found through the
-    /// index on `__changed_at`.
-    pub fn changed_page(
-        &self,
-        info: &TableInfo,
-        after: (i64, i64),
-        limit: usize,
-    ) -> Result<Vec<(Key, (i64, i64))>> {
-        let sql = format!(
-            "SELECT {key}, __changed_at, rowid FROM {t} WHERE (__changed_at, rowid) > (?1, ?2) \
-             ORDER BY __changed_at, rowid LIMIT ?3",
-            key = key_column(info),
-            t = quote(info.name)
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(rusqlite::params![after.0, after.1, limit as i64], |r| {
-            let key = from_ref(r.get_ref(0)?);
-            Ok((key, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (value, cursor) = row?;
-            if let Some(key) = Key::from_value(&value) {
-                out.push((key, cursor));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The stored state of one key in several tables, in one query (every
-    /// table of a root shares its key).
-    pub fn load_states(
+    /// The SELECT that reads the state of one key in several tables: over a
+    /// single key (`driver: None`), or over a page of a driver table's rows
+    /// changed since a cursor. Built once per shape and cached.
+    fn state_sql(
         &self,
         graph: &Graph,
         tables: &[TableId],
-        key: &Key,
-    ) -> Result<Vec<Option<RowState>>> {
-        let mut select = Vec::new();
+        driver: Option<TableId>,
+        all_values: bool,
+    ) -> std::sync::Arc<str> {
+        let cache_key = (tables.to_vec(), driver, all_values);
+        if let Some(sql) = self.sql_cache.borrow().get(&cache_key) {
+            return sql.clone();
+        }
+        let mut select = vec!["q.k".to_owned()];
         let mut joins = String::new();
         for (i, &id) in tables.iter().enumerate() {
             let t = graph.table(id);
@@ -489,8 +472,10 @@ impl Store {
                     select.push(format!("{a}.__in_{j}"));
                 }
             }
-            for c in t.info.columns {
-                select.push(format!("{a}.{}", quote(c.name)));
+            if all_values || i + 1 == tables.len() {
+                for c in t.info.columns {
+                    select.push(format!("{a}.{}", quote(c.name)));
+                }
             }
             joins.push_str(&format!(
                 " LEFT JOIN {} {a} ON {a}.{} = q.k",
@@ -498,52 +483,105 @@ impl Store {
                 key_column(t.info)
             ));
         }
-        let sql = format!(
-            "SELECT {} FROM (SELECT ?1 AS k) q{joins}",
-            select.join(", ")
-        );
+        let source = match driver {
+            None => "(SELECT ?1 AS k) q".to_owned(),
+            Some(d) => {
+                select.push("q.ca".into());
+                select.push("q.rid".into());
+                let info = graph.table(d).info;
+                // Two index seeks merged: the rest of the cursor's revision
+                // (`= ca AND rowid >`), then later revisions (`> ca`). A
+                // single row-value comparison would make SQLite seek on
+                // `__changed_at` alone and rescan the cursor's revision on
+                // every page.
+                let part = |cond: &str, order: &str| {
+                    format!(
+                        "SELECT * FROM (SELECT {key} AS k, __changed_at AS ca, rowid AS rid FROM {t} \
+                         WHERE {cond} ORDER BY {order} LIMIT ?3)",
+                        key = key_column(info),
+                        t = quote(info.name)
+                    )
+                };
+                format!(
+                    "(SELECT * FROM ({} UNION ALL {}) ORDER BY ca, rid LIMIT ?3) q",
+                    part("__changed_at = ?1 AND rowid > ?2", "rowid"),
+                    part("__changed_at > ?1", "__changed_at, rowid")
+                )
+            }
+        };
+        let order = if driver.is_some() {
+            " ORDER BY q.ca, q.rid"
+        } else {
+            ""
+        };
+        let sql: std::sync::Arc<str> =
+            format!("SELECT {} FROM {source}{joins}{order}", select.join(", ")).into();
+        self.sql_cache.borrow_mut().insert(cache_key, sql.clone());
+        sql
+    }
+
+    /// The stored state of one key in several tables, in one query (every
+    /// table of a root shares its key).
+    pub fn load_states(
+        &self,
+        graph: &Graph,
+        tables: &[TableId],
+        key: &Key,
+    ) -> Result<Vec<Option<RowState>>> {
+        let sql = self.state_sql(graph, tables, None, true);
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let k = key_param(key);
         let states = stmt.query_row([SqlValue(&k)], |r| {
-            let mut i = 0;
-            let mut out = Vec::with_capacity(tables.len());
-            for &id in tables {
-                let t = graph.table(id);
-                let changed_at: Option<i64> = r.get(i)?;
-                i += 1;
-                let mut state = RowState {
-                    changed_at: changed_at.unwrap_or(0),
-                    status: Status::Ok,
-                    message: None,
-                    origin_key: None,
-                    code: None,
-                    ins: Vec::new(),
-                    values: Vec::new(),
-                    changed_ms: 0,
-                };
-                if t.info.input {
-                    state.changed_ms = r.get::<_, Option<i64>>(i)?.unwrap_or(0);
-                    i += 1;
-                } else {
-                    state.status = Status::from_i64(r.get::<_, Option<i64>>(i)?.unwrap_or(0));
-                    state.message = r.get(i + 1)?;
-                    state.origin_key = Key::from_value(&from_ref(r.get_ref(i + 2)?));
-                    state.code = r.get(i + 3)?;
-                    i += 4;
-                    for _ in 0..t.inputs.len() {
-                        state.ins.push(r.get::<_, Option<i64>>(i)?.unwrap_or(0));
-                        i += 1;
-                    }
-                }
-                for _ in t.info.columns {
-                    state.values.push(from_ref(r.get_ref(i)?));
-                    i += 1;
-                }
-                out.push(changed_at.map(|_| state));
-            }
-            Ok(out)
+            read_states(graph, tables, r, &mut 1, true)
         })?;
         Ok(states)
+    }
+
+    /// Like [`Store::load_states`], with the value columns of the last
+    /// table only (the others' values come back empty).
+    pub fn load_provenance(
+        &self,
+        graph: &Graph,
+        tables: &[TableId],
+        key: &Key,
+    ) -> Result<Vec<Option<RowState>>> {
+        let sql = self.state_sql(graph, tables, None, false);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let k = key_param(key);
+        let states = stmt.query_row([SqlValue(&k)], |r| {
+            read_states(graph, tables, r, &mut 1, false)
+        })?;
+        Ok(states)
+    }
+
+    /// Like [`Store::load_states`] for a page of keys: the rows of `driver`
+    /// changed after `after` (through the index on `__changed_at`), each
+    /// with its cursor and its state in `tables`.
+    pub fn load_changed_page(
+        &self,
+        graph: &Graph,
+        driver: TableId,
+        tables: &[TableId],
+        after: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<(Key, (i64, i64), Vec<Option<RowState>>)>> {
+        let sql = self.state_sql(graph, tables, Some(driver), true);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params![after.0, after.1, limit as i64], |r| {
+            let key = from_ref(r.get_ref(0)?);
+            let mut i = 1;
+            let states = read_states(graph, tables, r, &mut i, true)?;
+            let cursor = (r.get::<_, i64>(i)?, r.get::<_, i64>(i + 1)?);
+            Ok((key, cursor, states))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, cursor, states) = row?;
+            if let Some(key) = Key::from_value(&key) {
+                out.push((key, cursor, states));
+            }
+        }
+        Ok(out)
     }
 
     /// Stores results of one derived table in one write transaction, each
@@ -567,6 +605,7 @@ impl Store {
         {
             let mut stmt = tx.prepare_cached(&sql)?;
             let nulls = vec![Value::Null; t.info.columns.len()];
+            let code_value = Value::Text(code.to_owned());
             for o in outcomes {
                 let (values, status, message, origin) = match &o.kind {
                     OutcomeKind::Ok(v) => (v, Status::Ok, Value::Null, Value::Null),
@@ -580,17 +619,22 @@ impl Store {
                         key.to_value(),
                     ),
                 };
-                let mut params: Vec<Value> = Vec::with_capacity(values.len() + 6 + o.ins.len());
-                params.push(o.key.to_value());
-                params.extend(values.iter().cloned());
-                params.push(Value::Integer(status as i64));
-                params.push(message);
-                params.push(origin);
-                params.push(Value::Text(code.to_owned()));
-                params.push(Value::Integer(rev));
-                params.extend(o.ins.iter().map(|&i| Value::Integer(i)));
+                let key = o.key.to_value();
+                let tail = [
+                    Value::Integer(status as i64),
+                    message,
+                    origin,
+                    code_value.clone(),
+                    Value::Integer(rev),
+                ];
+                let ins: Vec<Value> = o.ins.iter().map(|&i| Value::Integer(i)).collect();
+                let params = std::iter::once(&key)
+                    .chain(values)
+                    .chain(&tail)
+                    .chain(&ins)
+                    .map(SqlValue);
                 let changed: Option<i64> = stmt
-                    .query_row(params_from_iter(params.iter().map(SqlValue)), |r| r.get(0))
+                    .query_row(params_from_iter(params), |r| r.get(0))
                     .optional()?;
                 written.push(match changed {
                     None => Written::Rejected,
@@ -712,6 +756,54 @@ impl Store {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// Reads the states of `tables` from a row of a state query, from column `*i` on.
+fn read_states(
+    graph: &Graph,
+    tables: &[TableId],
+    r: &rusqlite::Row<'_>,
+    i: &mut usize,
+    all_values: bool,
+) -> rusqlite::Result<Vec<Option<RowState>>> {
+    let mut out = Vec::with_capacity(tables.len());
+    for (n, &id) in tables.iter().enumerate() {
+        let t = graph.table(id);
+        let changed_at: Option<i64> = r.get(*i)?;
+        *i += 1;
+        let mut state = RowState {
+            changed_at: changed_at.unwrap_or(0),
+            status: Status::Ok,
+            message: None,
+            origin_key: None,
+            code: None,
+            ins: Vec::new(),
+            values: Vec::with_capacity(t.info.columns.len()),
+            changed_ms: 0,
+        };
+        if t.info.input {
+            state.changed_ms = r.get::<_, Option<i64>>(*i)?.unwrap_or(0);
+            *i += 1;
+        } else {
+            state.status = Status::from_i64(r.get::<_, Option<i64>>(*i)?.unwrap_or(0));
+            state.message = r.get(*i + 1)?;
+            state.origin_key = Key::from_value(&from_ref(r.get_ref(*i + 2)?));
+            state.code = r.get(*i + 3)?;
+            *i += 4;
+            for _ in 0..t.inputs.len() {
+                state.ins.push(r.get::<_, Option<i64>>(*i)?.unwrap_or(0));
+                *i += 1;
+            }
+        }
+        if all_values || n + 1 == tables.len() {
+            for _ in t.info.columns {
+                state.values.push(from_ref(r.get_ref(*i)?));
+                *i += 1;
+            }
+        }
+        out.push(changed_at.map(|_| state));
+    }
+    Ok(out)
 }
 
 fn next_revision(tx: &Connection) -> Result<i64> {
