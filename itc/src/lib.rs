@@ -112,6 +112,11 @@ pub use event::Event;
 pub use id::Id;
 pub use stamp::Stamp;
 
+// The README's examples run as doctests too.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The deepest nesting of id or event trees accepted from text or binary
 /// input. Recursion over a tree is bounded by its depth, so this bound keeps
 /// every operation on a decoded stamp well inside a thread's stack, and
