@@ -97,6 +97,8 @@
 //! joined back, at the price of variable-size stamps and operations linear
 //! in their size.
 
+#![warn(missing_docs)]
+
 mod error;
 mod event;
 mod id;
