@@ -38,27 +38,40 @@ fn parse(src: &Source) -> Result<Parsed, String> {
     if src.text.contains("boom") {
         panic!("parser exploded");
     }
-    Ok(Parsed { words: src.text.split_whitespace().count() as i64 })
+    Ok(Parsed {
+        words: src.text.split_whitespace().count() as i64,
+    })
 }
 
 #[derive_table]
 fn parity(p: &Parsed) -> Parity {
     PARITY_CALLS.fetch_add(1, Ordering::SeqCst);
-    Parity { even: p.words % 2 == 0 }
+    Parity {
+        even: p.words % 2 == 0,
+    }
 }
 
 #[derive_table]
 fn summary(p: &Parsed, q: &Parity) -> Summary {
     SUMMARY_CALLS.fetch_add(1, Ordering::SeqCst);
-    Summary { text: format!("{} words, even: {}", p.words, q.even) }
+    Summary {
+        text: format!("{} words, even: {}", p.words, q.even),
+    }
 }
 
 fn calls() -> [usize; 3] {
-    [PARSE_CALLS.load(Ordering::SeqCst), PARITY_CALLS.load(Ordering::SeqCst), SUMMARY_CALLS.load(Ordering::SeqCst)]
+    [
+        PARSE_CALLS.load(Ordering::SeqCst),
+        PARITY_CALLS.load(Ordering::SeqCst),
+        SUMMARY_CALLS.load(Ordering::SeqCst),
+    ]
 }
 
 fn src(name: &str, text: &str) -> Source {
-    Source { name: name.into(), text: text.into() }
+    Source {
+        name: name.into(),
+        text: text.into(),
+    }
 }
 
 // The call counters are global; tests that count run one at a time.
@@ -68,17 +81,39 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn refresh_early_cutoff_errors_and_explain() -> rederive::Result<()> {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let db = Db::open_in_memory()?;
-    db.put_all([src("a", "one two"), src("b", "one two three"), src("c", "syntax error here")])?;
+    db.put_all([
+        src("a", "one two"),
+        src("b", "one two three"),
+        src("c", "syntax error here"),
+    ])?;
     assert_eq!(db.explain::<Summary>("a")?, Staleness::Missing);
     let before = calls();
     let r = db.refresh()?;
     let after = calls();
-    assert_eq!([after[0] - before[0], after[1] - before[1], after[2] - before[2]], [3, 2, 2]);
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [3, 2, 2]
+    );
     assert_eq!((r.computed, r.failed, r.blocked), (6, 1, 2), "{r:?}");
     assert_eq!(db.get::<Summary>("a")?.text, "2 words, even: true");
     assert_eq!(db.explain::<Summary>("a")?, Staleness::Fresh);
-    assert_eq!(db.explain::<Parsed>("c")?, Staleness::Failed { message: "cannot parse c".into() });
-    assert_eq!(db.explain::<Summary>("c")?, Staleness::Blocked { table: "Parsed".into(), key: "c".into() });
+    assert_eq!(
+        db.explain::<Parsed>("c")?,
+        Staleness::Failed {
+            message: "cannot parse c".into()
+        }
+    );
+    assert_eq!(
+        db.explain::<Summary>("c")?,
+        Staleness::Blocked {
+            table: "Parsed".into(),
+            key: "c".into()
+        }
+    );
     match db.get::<Summary>("c") {
         Err(Error::Blocked { failed_table, .. }) => assert_eq!(failed_table, "Parsed"),
         other => panic!("expected blocked, got {other:?}"),
@@ -96,8 +131,20 @@ fn refresh_early_cutoff_errors_and_explain() -> rederive::Result<()> {
 
     // Same word count: Parsed is recomputed, unchanged, and nothing downstream runs.
     db.put(src("a", "three four"))?;
-    assert_eq!(db.explain::<Parsed>("a")?, Staleness::InputChanged { table: "Source".into(), key: "a".into() });
-    assert_eq!(db.explain::<Summary>("a")?, Staleness::UpstreamStale { table: "Parsed".into(), key: "a".into() });
+    assert_eq!(
+        db.explain::<Parsed>("a")?,
+        Staleness::InputChanged {
+            table: "Source".into(),
+            key: "a".into()
+        }
+    );
+    assert_eq!(
+        db.explain::<Summary>("a")?,
+        Staleness::UpstreamStale {
+            table: "Parsed".into(),
+            key: "a".into()
+        }
+    );
     let stale = db.stale_from::<Source>("a")?;
     assert_eq!(stale.len(), 3);
     let before = calls();
@@ -125,8 +172,14 @@ fn refresh_early_cutoff_errors_and_explain() -> rederive::Result<()> {
 
     // Deleting an input deletes what was derived from it.
     assert!(db.delete::<Source>("a")?);
-    assert!(matches!(db.get::<Summary>("a"), Err(Error::NotFound { .. })));
-    assert!(matches!(db.explain::<Summary>("a"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        db.get::<Summary>("a"),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        db.explain::<Summary>("a"),
+        Err(Error::NotFound { .. })
+    ));
     assert!(!db.delete::<Source>("a")?);
     Ok(())
 }
@@ -139,13 +192,23 @@ fn get_computes_on_demand() -> rederive::Result<()> {
     let before = calls();
     assert_eq!(db.get::<Summary>("x")?.text, "3 words, even: false");
     let after = calls();
-    assert_eq!([after[0] - before[0], after[1] - before[1], after[2] - before[2]], [1, 1, 1]);
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [1, 1, 1]
+    );
     // Fresh now: a second get computes nothing, and neither does refresh.
     db.get::<Summary>("x")?;
     db.refresh()?;
     assert_eq!(calls(), after);
     assert_eq!(db.get::<Source>("x")?.text, "a b c");
-    assert!(matches!(db.get::<Summary>("nope"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        db.get::<Summary>("nope"),
+        Err(Error::NotFound { .. })
+    ));
     Ok(())
 }
 

@@ -39,7 +39,10 @@ fn slow_old_result_does_not_overwrite_newer_one() -> rederive::Result<()> {
     let path = dir.path().join("guard.db");
     let slow = Db::open(&path)?;
     let fast = Db::open(&path)?;
-    slow.put(Setting { name: "k".into(), value: 1 })?;
+    slow.put(Setting {
+        name: "k".into(),
+        value: 1,
+    })?;
 
     std::thread::scope(|scope| -> rederive::Result<()> {
         let old = scope.spawn(|| slow.refresh());
@@ -47,14 +50,20 @@ fn slow_old_result_does_not_overwrite_newer_one() -> rederive::Result<()> {
             std::thread::sleep(Duration::from_millis(1));
         }
         // While the old computation runs, a newer input arrives and is computed.
-        fast.put(Setting { name: "k".into(), value: 5 })?;
+        fast.put(Setting {
+            name: "k".into(),
+            value: 5,
+        })?;
         let r = fast.refresh()?;
         assert_eq!(r.computed, 1);
         assert_eq!(fast.get::<Doubled>("k")?.value, 10);
 
         RELEASE.store(true, Ordering::SeqCst);
         let old_report = old.join().expect("refresh thread panicked")?;
-        assert_eq!(old_report.skipped, 1, "the old result must be refused: {old_report:?}");
+        assert_eq!(
+            old_report.skipped, 1,
+            "the old result must be refused: {old_report:?}"
+        );
         assert_eq!(old_report.computed, 0);
         Ok(())
     })?;

@@ -37,7 +37,10 @@ pub struct C {
 static CALLS: Mutex<Vec<(&'static str, i64)>> = Mutex::new(Vec::new());
 
 fn record(table: &'static str, key: i64) {
-    CALLS.lock().unwrap_or_else(|e| e.into_inner()).push((table, key));
+    CALLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((table, key));
 }
 
 fn take_calls() -> Vec<(&'static str, i64)> {
@@ -85,7 +88,9 @@ fn fb(a: &A) -> B {
 fn fc(a: &A, b: &B) -> C {
     let id = a.x % 100;
     record("C", id);
-    C { z: fc_model(a.x / 100, b.y / 100).unwrap() * 100 + id }
+    C {
+        z: fc_model(a.x / 100, b.y / 100).unwrap() * 100 + id,
+    }
 }
 
 const TABLES: [&str; 3] = ["A", "B", "C"];
@@ -141,7 +146,9 @@ impl Model {
             0 => fa_model(self.inputs[&key].0),
             1 => fb_model(a(key)),
             _ => {
-                let Outcome::Ok(y) = self.rows[1][&key].outcome else { unreachable!() };
+                let Outcome::Ok(y) = self.rows[1][&key].outcome else {
+                    unreachable!()
+                };
                 fc_model(a(key), y)
             }
         };
@@ -158,7 +165,10 @@ impl Model {
                 self.ensure(i, key, calls);
             }
         }
-        let ins: Vec<u64> = inputs_of(t).iter().map(|&i| self.ver_of(i, key).unwrap()).collect();
+        let ins: Vec<u64> = inputs_of(t)
+            .iter()
+            .map(|&i| self.ver_of(i, key).unwrap())
+            .collect();
         if let Some(s) = self.rows[t].get(&key) {
             if s.code == self.code[t] && s.ins == ins {
                 return;
@@ -188,7 +198,15 @@ impl Model {
                 self.clock
             }
         };
-        self.rows[t].insert(key, Stored { ins, code: self.code[t], outcome, ver });
+        self.rows[t].insert(
+            key,
+            Stored {
+                ins,
+                code: self.code[t],
+                outcome,
+                ver,
+            },
+        );
     }
 
     fn refresh(&mut self) -> Vec<(&'static str, i64)> {
@@ -204,7 +222,10 @@ impl Model {
     }
 
     fn settled(&self, t: usize, key: i64) -> bool {
-        matches!(self.explain(t, key), Staleness::Fresh | Staleness::Failed { .. } | Staleness::Blocked { .. })
+        matches!(
+            self.explain(t, key),
+            Staleness::Fresh | Staleness::Failed { .. } | Staleness::Blocked { .. }
+        )
     }
 
     fn explain(&self, t: usize, key: i64) -> Staleness {
@@ -213,22 +234,33 @@ impl Model {
         };
         for &i in inputs_of(t) {
             if i != 3 && !self.settled(i, key) {
-                return Staleness::UpstreamStale { table: TABLES[i].into(), key: Key::Int(key) };
+                return Staleness::UpstreamStale {
+                    table: TABLES[i].into(),
+                    key: Key::Int(key),
+                };
             }
         }
         for (j, &i) in inputs_of(t).iter().enumerate() {
             if self.ver_of(i, key) != Some(row.ins[j]) {
                 let table = if i == 3 { "Src" } else { TABLES[i] };
-                return Staleness::InputChanged { table: table.into(), key: Key::Int(key) };
+                return Staleness::InputChanged {
+                    table: table.into(),
+                    key: Key::Int(key),
+                };
             }
         }
         if row.code != self.code[t] {
-            return Staleness::CodeChanged { node: ["fa", "fb", "fc"][t].into() };
+            return Staleness::CodeChanged {
+                node: ["fa", "fb", "fc"][t].into(),
+            };
         }
         match &row.outcome {
             Outcome::Ok(_) => Staleness::Fresh,
             Outcome::Err(m) => Staleness::Failed { message: m.clone() },
-            Outcome::Blocked(tb, k) => Staleness::Blocked { table: tb.to_string(), key: Key::Int(*k) },
+            Outcome::Blocked(tb, k) => Staleness::Blocked {
+                table: tb.to_string(),
+                key: Key::Int(*k),
+            },
         }
     }
 }
@@ -286,7 +318,10 @@ fn check_explain(db: &Db, model: &Model) {
             if model.inputs.contains_key(&k) {
                 assert_eq!(got.unwrap(), model.explain(t, k), "explain {name} {k}");
             } else {
-                assert!(matches!(got, Err(Error::NotFound { .. })), "explain {name} {k}: {got:?}");
+                assert!(
+                    matches!(got, Err(Error::NotFound { .. })),
+                    "explain {name} {k}: {got:?}"
+                );
             }
         }
     }
@@ -311,7 +346,8 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::PutAll(rows) => {
-                db.put_all(rows.iter().map(|&(id, v)| Src { id, v })).unwrap();
+                db.put_all(rows.iter().map(|&(id, v)| Src { id, v }))
+                    .unwrap();
                 model.clock += 1;
                 let clock = model.clock;
                 for &(k, v) in rows {
@@ -338,12 +374,12 @@ fn run(ops: Vec<Op>) {
                 expected = model.refresh();
                 assert_eq!(r.calls() as usize, expected.len(), "{r:?}");
                 for k in model.inputs.keys().copied().collect::<Vec<_>>() {
-                    for t in 0..3 {
+                    for (t, name) in TABLES.iter().enumerate() {
                         let want = match &model.rows[t][&k].outcome {
                             Outcome::Ok(v) => Some(*v),
                             _ => None,
                         };
-                        assert_eq!(get_value(&db, t, k).ok(), want, "{} {k}", TABLES[t]);
+                        assert_eq!(get_value(&db, t, k).ok(), want, "{name} {k}");
                     }
                 }
             }
@@ -358,8 +394,15 @@ fn run(ops: Vec<Op>) {
                             other => panic!("expected failure {m}, got {other:?}"),
                         },
                         Outcome::Blocked(tb, kb) => match got {
-                            Err(Error::Blocked { failed_table, failed_key, .. }) => {
-                                assert_eq!((failed_table.as_str(), failed_key), (*tb, Key::Int(*kb)))
+                            Err(Error::Blocked {
+                                failed_table,
+                                failed_key,
+                                ..
+                            }) => {
+                                assert_eq!(
+                                    (failed_table.as_str(), failed_key),
+                                    (*tb, Key::Int(*kb))
+                                )
                             }
                             other => panic!("expected blocked, got {other:?}"),
                         },
@@ -410,7 +453,8 @@ fn calls_are_recorded_by_key() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let db = Db::open_in_memory().unwrap();
     take_calls();
-    db.put_all([Src { id: 1, v: 3 }, Src { id: 2, v: 4 }]).unwrap();
+    db.put_all([Src { id: 1, v: 3 }, Src { id: 2, v: 4 }])
+        .unwrap();
     db.refresh().unwrap();
     let calls = take_calls();
     let mut per: HashMap<(&str, i64), usize> = HashMap::new();

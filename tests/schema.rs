@@ -17,7 +17,9 @@ mod v1 {
     }
     #[derive_table]
     pub fn len_v1(d: &Doc) -> Len {
-        Len { n: d.text.len() as i64 }
+        Len {
+            n: d.text.len() as i64,
+        }
     }
 }
 
@@ -40,7 +42,10 @@ mod v2 {
     }
     #[derive_table]
     pub fn len_v2(d: &Doc) -> Len {
-        Len { n: d.text.len() as i64, words: d.text.split_whitespace().count() as i64 }
+        Len {
+            n: d.text.len() as i64,
+            words: d.text.split_whitespace().count() as i64,
+        }
     }
 }
 
@@ -57,7 +62,10 @@ mod v3 {
 }
 
 fn node(name: &str) -> NodeDef {
-    *registered_nodes().into_iter().find(|n| n.name == name).unwrap()
+    *registered_nodes()
+        .into_iter()
+        .find(|n| n.name == name)
+        .unwrap()
 }
 
 fn graph_v1() -> Graph {
@@ -73,11 +81,15 @@ fn a_file_that_is_not_a_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.txt");
     std::fs::write(&path, "these are my notes, not a database; ".repeat(200)).unwrap();
-    let err = Db::open_with(&path, graph_v1()).err().expect("must be refused");
+    let err = Db::open_with(&path, graph_v1())
+        .err()
+        .expect("must be refused");
     assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
     assert!(err.to_string().contains("notes.txt"), "{err}");
     // The file is untouched.
-    assert!(std::fs::read_to_string(&path).unwrap().starts_with("these are my notes"));
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .starts_with("these are my notes"));
 }
 
 #[test]
@@ -85,9 +97,12 @@ fn an_sqlite_database_of_someone_else() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT)").unwrap();
+    conn.execute_batch("CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT)")
+        .unwrap();
     drop(conn);
-    let err = Db::open_with(&path, graph_v1()).err().expect("must be refused");
+    let err = Db::open_with(&path, graph_v1())
+        .err()
+        .expect("must be refused");
     assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
     assert!(err.to_string().contains("customers"), "{err}");
 }
@@ -98,9 +113,15 @@ fn a_database_from_a_newer_format() {
     let path = dir.path().join("new.db");
     drop(Db::open_with(&path, graph_v1()).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute("UPDATE rederive_meta SET value = 99 WHERE key = 'format'", []).unwrap();
+    conn.execute(
+        "UPDATE rederive_meta SET value = 99 WHERE key = 'format'",
+        [],
+    )
+    .unwrap();
     drop(conn);
-    let err = Db::open_with(&path, graph_v1()).err().expect("must be refused");
+    let err = Db::open_with(&path, graph_v1())
+        .err()
+        .expect("must be refused");
     assert!(matches!(err, Error::NewerFormat { found: 99, .. }), "{err}");
 }
 
@@ -110,19 +131,39 @@ fn input_gains_a_nullable_column_and_derived_table_is_rebuilt() -> rederive::Res
     let path = dir.path().join("migrate.db");
     {
         let db = Db::open_with(&path, graph_v1())?;
-        db.put_all([v1::Doc { id: 1, text: "a b".into() }, v1::Doc { id: 2, text: "c".into() }])?;
+        db.put_all([
+            v1::Doc {
+                id: 1,
+                text: "a b".into(),
+            },
+            v1::Doc {
+                id: 2,
+                text: "c".into(),
+            },
+        ])?;
         db.refresh()?;
         assert_eq!(db.get::<v1::Len>(1)?.n, 3);
     }
     let db = Db::open_with(&path, graph_v2())?;
     // Input rows kept, the new column is NULL.
-    assert_eq!(db.get::<v2::Doc>(1)?, v2::Doc { id: 1, text: "a b".into(), author: None });
+    assert_eq!(
+        db.get::<v2::Doc>(1)?,
+        v2::Doc {
+            id: 1,
+            text: "a b".into(),
+            author: None
+        }
+    );
     // The derived table was rebuilt and is recomputed.
     assert_eq!(db.explain::<v2::Len>(1)?, Staleness::Missing);
     let r = db.refresh()?;
     assert_eq!(r.computed, 2);
     assert_eq!(db.get::<v2::Len>(1)?, v2::Len { n: 3, words: 2 });
-    db.put(v2::Doc { id: 3, text: "x".into(), author: Some("ann".into()) })?;
+    db.put(v2::Doc {
+        id: 3,
+        text: "x".into(),
+        author: Some("ann".into()),
+    })?;
     assert_eq!(db.get::<v2::Doc>(3)?.author.as_deref(), Some("ann"));
     Ok(())
 }
@@ -133,13 +174,21 @@ fn incompatible_input_change_is_refused_and_loses_nothing() -> rederive::Result<
     let path = dir.path().join("refuse.db");
     {
         let db = Db::open_with(&path, graph_v1())?;
-        db.put(v1::Doc { id: 1, text: "keep me".into() })?;
+        db.put(v1::Doc {
+            id: 1,
+            text: "keep me".into(),
+        })?;
     }
     let g3 = Graph::new(vec![&<v3::Doc as Row>::TABLE], vec![]).unwrap();
     let err = Db::open_with(&path, g3).err().expect("must be refused");
     let msg = err.to_string();
     assert!(matches!(err, Error::SchemaChanged { .. }), "{msg}");
-    assert!(msg.contains("`Doc`") && msg.contains("text TEXT NOT NULL") && msg.contains("body TEXT NOT NULL"), "{msg}");
+    assert!(
+        msg.contains("`Doc`")
+            && msg.contains("text TEXT NOT NULL")
+            && msg.contains("body TEXT NOT NULL"),
+        "{msg}"
+    );
     // The old program still opens the file and finds its rows.
     let db = Db::open_with(&path, graph_v1())?;
     assert_eq!(db.get::<v1::Doc>(1)?.text, "keep me");
@@ -162,7 +211,10 @@ fn declared_files_are_part_of_the_code_version() -> rederive::Result<()> {
     };
     {
         let db = Db::open_with(&path, graph())?;
-        db.put(v1::Doc { id: 1, text: "abc".into() })?;
+        db.put(v1::Doc {
+            id: 1,
+            text: "abc".into(),
+        })?;
         db.refresh()?;
     }
     // Unchanged files: fresh after reopening.
@@ -172,14 +224,28 @@ fn declared_files_are_part_of_the_code_version() -> rederive::Result<()> {
     }
     std::fs::write(grammar_dir.join("rules.txt"), "rule 2").unwrap();
     let db = Db::open_with(&path, graph())?;
-    assert_eq!(db.explain::<v1::Len>(1)?, Staleness::CodeChanged { node: "len_v1".into() });
+    assert_eq!(
+        db.explain::<v1::Len>(1)?,
+        Staleness::CodeChanged {
+            node: "len_v1".into()
+        }
+    );
     let r = db.refresh()?;
-    assert_eq!((r.computed, r.unchanged), (0, 1), "same value: early cutoff");
+    assert_eq!(
+        (r.computed, r.unchanged),
+        (0, 1),
+        "same value: early cutoff"
+    );
     // A new file matching the glob counts too.
     std::fs::write(grammar_dir.join("more.txt"), "rule 3").unwrap();
     drop(db);
     let db = Db::open_with(&path, graph())?;
-    assert_eq!(db.explain::<v1::Len>(1)?, Staleness::CodeChanged { node: "len_v1".into() });
+    assert_eq!(
+        db.explain::<v1::Len>(1)?,
+        Staleness::CodeChanged {
+            node: "len_v1".into()
+        }
+    );
     Ok(())
 }
 
@@ -188,9 +254,15 @@ fn bad_keys_are_clear_errors() -> rederive::Result<()> {
     let db = Db::open_in_memory_with(graph_v1())?;
     let err = db.get::<v1::Doc>("not a number").unwrap_err();
     assert!(matches!(err, Error::KeyType { .. }), "{err}");
-    assert_eq!(err.to_string(), "invalid key \"not a number\" for table `Doc`: the key column is INTEGER");
+    assert_eq!(
+        err.to_string(),
+        "invalid key \"not a number\" for table `Doc`: the key column is INTEGER"
+    );
     // Text that is a number is accepted for an integer key.
-    db.put(v1::Doc { id: 7, text: "x".into() })?;
+    db.put(v1::Doc {
+        id: 7,
+        text: "x".into(),
+    })?;
     assert_eq!(db.get::<v1::Doc>("7")?.id, 7);
     let err = db.get::<v1::Doc>(8).unwrap_err();
     assert_eq!(err.to_string(), "no row 8 in `Doc`");

@@ -110,6 +110,9 @@ fn one_changed(db: &Db, n: usize) -> Duration {
 /// changed rows found through the `__changed_at` index joined with the
 /// stored output, upserts with the write guard and early cutoff, one
 /// transaction per page of 512), without the engine's generic machinery.
+type Stage = (&'static str, &'static str, &'static str, fn(i64) -> i64);
+type Page = Vec<(i64, (i64, i64), Option<(String, i64)>, i64, i64)>;
+
 fn hand_written_same_io(path: &Path, n: usize) -> Duration {
     let _ = std::fs::remove_file(path);
     let mut conn = rusqlite::Connection::open(path).unwrap();
@@ -142,7 +145,7 @@ fn hand_written_same_io(path: &Path, n: usize) -> Duration {
         }
         tx.commit().unwrap();
     }
-    let stages: [(&str, &str, &str, fn(i64) -> i64); 3] = [
+    let stages: [Stage; 3] = [
         ("item", "id", "s1", |v| v + 1),
         ("s1", "__key", "s2", |x| x * 2),
         ("s2", "__key", "s3", |y| y - 3),
@@ -151,12 +154,17 @@ fn hand_written_same_io(path: &Path, n: usize) -> Duration {
         for (from, key, to, f) in stages {
             let mut cursor = (0i64, i64::MIN);
             loop {
-                let page: Vec<(i64, (i64, i64), Option<(String, i64)>, i64, i64)> = {
+                let page: Page = {
                     let mut q = conn
                         .prepare_cached(&format!(
                             "SELECT q.k, q.ca, q.rid, a0.__code, a0.__in_0, a1.__changed_at, a1.v FROM
-                               (SELECT {key} AS k, __changed_at AS ca, rowid AS rid FROM {from}
-                                WHERE (__changed_at, rowid) > (?1, ?2) ORDER BY __changed_at, rowid LIMIT 512) q
+                               (SELECT * FROM (
+                                  SELECT * FROM (SELECT {key} AS k, __changed_at AS ca, rowid AS rid FROM {from}
+                                    WHERE __changed_at = ?1 AND rowid > ?2 ORDER BY rowid LIMIT 512)
+                                  UNION ALL
+                                  SELECT * FROM (SELECT {key} AS k, __changed_at AS ca, rowid AS rid FROM {from}
+                                    WHERE __changed_at > ?1 ORDER BY __changed_at, rowid LIMIT 512))
+                                ORDER BY ca, rid LIMIT 512) q
                              LEFT JOIN {to} a0 ON a0.__key = q.k LEFT JOIN {from} a1 ON a1.{key} = q.k
                              ORDER BY q.ca, q.rid"
                         ))
@@ -246,7 +254,8 @@ fn hand_written_minimal(path: &Path, n: usize) -> Duration {
         }
         tx.commit().unwrap();
     }
-    let stages: [(&str, &str, fn(i64) -> i64); 3] = [
+    type MinimalStage = (&'static str, &'static str, fn(i64) -> i64);
+    let stages: [MinimalStage; 3] = [
         ("item", "s1", |v| v + 1),
         ("s1", "s2", |x| x * 2),
         ("s2", "s3", |y| y - 3),

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, TableId};
 use crate::node::NodeDef;
 use crate::row::{Input, Row};
-use crate::staleness::{Report, StaleRow, Staleness, TableReport};
+use crate::staleness::{FailedRow, Report, StaleRow, Staleness, TableReport, TableStatus};
 use crate::store::{Outcome, OutcomeKind, RowState, Status, Store, Written};
 use crate::value::{Key, Value};
 use rayon::prelude::*;
@@ -337,15 +337,153 @@ impl Db {
         Ok(out)
     }
 
+    /// Counts every table's rows by state. This reads every row (it is a
+    /// report for humans, not part of the incremental path).
+    pub fn status(&self) -> Result<Vec<TableStatus>> {
+        let mut out = Vec::new();
+        for &id in self.graph.topological() {
+            let t = self.graph.table(id);
+            let mut st = TableStatus {
+                table: t.info.name.to_owned(),
+                input: t.info.input,
+                ..TableStatus::default()
+            };
+            if t.info.input {
+                st.rows = self.store().counts(t.info)?.rows;
+                st.fresh = st.rows;
+                out.push(st);
+                continue;
+            }
+            let root = self.graph.table(t.root).info;
+            let mut after: Option<Key> = None;
+            loop {
+                let keys = self.store().keys_after(root, after.as_ref(), BATCH)?;
+                let Some(last) = keys.last().cloned() else {
+                    break;
+                };
+                for key in keys {
+                    let states = self.load_with_inputs(id, &key)?;
+                    let stored = states[0].as_ref().map(|s| s.status);
+                    if stored.is_some() {
+                        st.rows += 1;
+                    }
+                    match (self.plan(id, &key, states), stored) {
+                        (Plan::Fresh, Some(Status::Ok)) => st.fresh += 1,
+                        (Plan::Fresh, Some(Status::Error)) => st.failed += 1,
+                        (Plan::Fresh, Some(Status::Blocked)) => st.blocked += 1,
+                        (_, None) => st.missing += 1,
+                        (_, Some(_)) => st.stale += 1,
+                    }
+                }
+                after = Some(last);
+            }
+            out.push(st);
+        }
+        Ok(out)
+    }
+
+    /// Every failed row with its message and the rows it blocks.
+    pub fn errors(&self) -> Result<Vec<FailedRow>> {
+        let mut out = Vec::new();
+        for id in self.graph.derived_in_order().collect::<Vec<_>>() {
+            let info = self.graph.table(id).info;
+            let root = self.graph.table(id).root;
+            let mut after: Option<Key> = None;
+            loop {
+                let keys =
+                    self.store()
+                        .keys_with_status(info, Status::Error, after.as_ref(), BATCH)?;
+                let Some(last) = keys.last().cloned() else {
+                    break;
+                };
+                for key in keys {
+                    let downstream: Vec<TableId> = self.graph.derived_from_root(root).collect();
+                    let states = self.store().load_states(&self.graph, &downstream, &key)?;
+                    let message = states
+                        .iter()
+                        .zip(&downstream)
+                        .find(|(_, &t)| t == id)
+                        .and_then(|(s, _)| s.as_ref().and_then(|s| s.message.clone()))
+                        .unwrap_or_default();
+                    let blocks = states
+                        .iter()
+                        .zip(&downstream)
+                        .filter_map(|(s, &t)| {
+                            let s = s.as_ref()?;
+                            (s.status == Status::Blocked
+                                && s.message.as_deref() == Some(info.name)
+                                && s.origin_key.as_ref() == Some(&key))
+                            .then(|| (self.graph.table(t).info.name.to_owned(), key.clone()))
+                        })
+                        .collect();
+                    out.push(FailedRow {
+                        table: info.name.to_owned(),
+                        key,
+                        message,
+                        blocks,
+                    });
+                }
+                after = Some(last);
+            }
+        }
+        Ok(out)
+    }
+
     // ----- computing ------------------------------------------------------
 
     /// Computes every missing and stale row, table by table in topological
     /// order, functions in parallel.
     pub fn refresh(&self) -> Result<Report> {
+        self.refresh_with_progress(|_, _| {})
+    }
+
+    /// Like [`Db::refresh`], calling `progress(table, report so far)` after
+    /// every batch written.
+    pub fn refresh_with_progress(
+        &self,
+        mut progress: impl FnMut(&str, &TableReport),
+    ) -> Result<Report> {
         let mut report = Report::default();
         for id in self.graph.derived_in_order().collect::<Vec<_>>() {
-            let r = self.refresh_table(id)?;
-            report.record(self.graph.table(id).info.name, r);
+            let name = self.graph.table(id).info.name;
+            let r = self.refresh_table(id, &mut |r| progress(name, r))?;
+            report.record(name, r);
+        }
+        Ok(report)
+    }
+
+    /// Recomputes the rows whose function failed, even though their inputs
+    /// and code did not change, then refreshes what they unblock.
+    pub fn retry(&self) -> Result<Report> {
+        let mut report = Report::default();
+        for id in self.graph.derived_in_order().collect::<Vec<_>>() {
+            let info = self.graph.table(id).info;
+            let mut after: Option<Key> = None;
+            loop {
+                let keys =
+                    self.store()
+                        .keys_with_status(info, Status::Error, after.as_ref(), BATCH)?;
+                let Some(last) = keys.last().cloned() else {
+                    break;
+                };
+                let mut batch = Vec::new();
+                for key in keys {
+                    let states = self.load_with_inputs(id, &key)?;
+                    match self.plan_forced(id, &key, states) {
+                        Plan::Work(work) => batch.push((key, work)),
+                        Plan::Fresh | Plan::Wait => {}
+                    }
+                }
+                if !batch.is_empty() {
+                    let r = self.execute(id, batch)?;
+                    report.record(info.name, r);
+                }
+                after = Some(last);
+            }
+        }
+        let rest = self.refresh()?;
+        for (t, r) in rest.tables {
+            report.record(&t, r);
         }
         Ok(report)
     }
@@ -418,6 +556,15 @@ impl Db {
             .load_states(&self.graph, &self.with_inputs(id), key)
     }
 
+    /// Like [`Db::plan`], but a fresh failed row is computed again.
+    fn plan_forced(&self, id: TableId, key: &Key, mut states: Vec<Option<RowState>>) -> Plan {
+        if let Some(row) = states[0].as_mut() {
+            // Forget the provenance so that the row is not taken as fresh.
+            row.ins.clear();
+        }
+        self.plan(id, key, states)
+    }
+
     /// Decides what to do about one row, given its state and its inputs'.
     fn plan(&self, id: TableId, key: &Key, mut states: Vec<Option<RowState>>) -> Plan {
         let t = self.graph.table(id);
@@ -461,7 +608,11 @@ impl Db {
 
     /// Refreshes one derived table: every row whose inputs changed since the
     /// table's watermark, or all rows after a code change.
-    fn refresh_table(&self, id: TableId) -> Result<TableReport> {
+    fn refresh_table(
+        &self,
+        id: TableId,
+        progress: &mut dyn FnMut(&TableReport),
+    ) -> Result<TableReport> {
         let t = self.graph.table(id);
         let (start, watermark) = {
             let store = self.store();
@@ -493,6 +644,7 @@ impl Db {
                     let r = self.execute(id, batch)?;
                     complete &= r.skipped == 0;
                     report.add(&r);
+                    progress(&report);
                 }
             }
         }

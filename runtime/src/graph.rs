@@ -143,7 +143,7 @@ impl Graph {
             .flat_map(|n| std::iter::once(n.output).chain(n.inputs.iter().copied()));
         for info in tables.into_iter().chain(mentioned) {
             let same = infos.entry(info.name).or_default();
-            if !same.iter().any(|i| *i == info) {
+            if !same.contains(&info) {
                 same.push(info);
             }
         }
@@ -488,7 +488,7 @@ fn find_cycles(tables: &[TableNode], nodes: &[NodeDef]) -> Vec<GraphProblem> {
                 .collect(),
         });
     }
-    problems.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+    problems.sort_by_key(|p| p.to_string());
     problems
 }
 

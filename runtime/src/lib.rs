@@ -2,6 +2,7 @@
 //! re-exports what is public here.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod code;
 pub mod engine;
 pub mod error;
@@ -17,7 +18,7 @@ pub use error::{Error, Result};
 pub use graph::{Graph, GraphProblem};
 pub use node::{NodeDef, TableDef};
 pub use row::{ColumnDef, Derived, Input, Produced, Rooted, Row, Table, TableInfo};
-pub use staleness::{Report, StaleRow, Staleness, TableReport};
+pub use staleness::{FailedRow, Report, StaleRow, Staleness, TableReport, TableStatus};
 pub use value::{Column, Key, SqlType, Value};
 
 /// Items used by generated code. Not public API.

@@ -161,3 +161,41 @@ impl fmt::Display for Report {
         Ok(())
     }
 }
+
+/// Row counts of one table by state (from `Db::status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableStatus {
+    /// The table.
+    pub table: String,
+    /// Whether it is an input table.
+    pub input: bool,
+    /// Rows stored.
+    pub rows: u64,
+    /// Rows computed from the current inputs and code.
+    pub fresh: u64,
+    /// Rows whose inputs or code changed.
+    pub stale: u64,
+    /// Root rows with no row here yet.
+    pub missing: u64,
+    /// Rows whose function failed.
+    pub failed: u64,
+    /// Rows blocked by a failed upstream row.
+    pub blocked: u64,
+    /// Rows being computed by a worker now.
+    pub running: u64,
+    /// Stale or missing rows waiting for their root row to settle.
+    pub settling: u64,
+}
+
+/// A failed row and the rows it blocks (from `Db::errors`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedRow {
+    /// The table.
+    pub table: String,
+    /// The key.
+    pub key: Key,
+    /// The stored message.
+    pub message: String,
+    /// The rows (table, key) blocked by this failure.
+    pub blocks: Vec<(String, Key)>,
+}

@@ -189,6 +189,10 @@ type SqlCache = std::cell::RefCell<
     std::collections::HashMap<(Vec<TableId>, Option<TableId>, bool), std::sync::Arc<str>>,
 >;
 
+/// A changed row of a driver table: its key, its cursor, and its state in
+/// the tables asked for.
+pub type ChangedRow = (Key, (i64, i64), Vec<Option<RowState>>);
+
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
@@ -564,7 +568,7 @@ impl Store {
         tables: &[TableId],
         after: (i64, i64),
         limit: usize,
-    ) -> Result<Vec<(Key, (i64, i64), Vec<Option<RowState>>)>> {
+    ) -> Result<Vec<ChangedRow>> {
         let sql = self.state_sql(graph, tables, Some(driver), true);
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params![after.0, after.1, limit as i64], |r| {

@@ -1,0 +1,339 @@
+//! The command-line interface a user's binary embeds:
+//!
+//! ```no_run
+//! // the `main` of a program that declares tables and functions:
+//! rederive::cli::main()
+//! ```
+//!
+//! Every command takes `--db PATH` (default: `$REDERIVE_DB`, else the
+//! program's name with `.db`) and `--json`. Exit codes: 0 ok, 1 failures
+//! present where the command reports them, 2 usage or database errors.
+
+use crate::engine::Db;
+use crate::error::Error;
+use crate::graph::TableId;
+use crate::staleness::TableReport;
+use crate::value::{Key, Value};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Keeps derived data up to date.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The database file [default: $REDERIVE_DB, else <program>.db].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rows per table: fresh, stale, missing, failed, blocked, running, settling.
+    Status,
+    /// Compute every missing and stale row.
+    Refresh,
+    /// Print one row (computing it first if needed).
+    Get {
+        /// The table.
+        table: String,
+        /// The row's key (its root row's key).
+        key: String,
+    },
+    /// Say whether a row is fresh, or why not.
+    Explain {
+        /// The table.
+        table: String,
+        /// The row's key.
+        key: String,
+    },
+    /// List failed rows with their messages and the rows they block.
+    Errors,
+    /// Run failed rows again, then refresh what they unblock.
+    Retry,
+    /// Print the graph of tables and functions.
+    Graph {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+}
+
+/// Formats for `graph`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+}
+
+/// Parses the process's arguments, runs the command, and exits with its code.
+pub fn main() -> ! {
+    let code = run(Cli::parse());
+    std::process::exit(code)
+}
+
+/// The default database path: `$REDERIVE_DB`, else `<program>.db`.
+pub fn default_db_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("REDERIVE_DB") {
+        return PathBuf::from(p);
+    }
+    let program = std::env::args_os()
+        .next()
+        .and_then(|a| Path::new(&a).file_stem().map(|s| s.to_owned()))
+        .unwrap_or_else(|| "rederive".into());
+    let mut name = program;
+    name.push(".db");
+    PathBuf::from(name)
+}
+
+/// Runs a parsed command line; returns the exit code (0, 1 or 2).
+pub fn run(cli: Cli) -> i32 {
+    let path = cli.db.clone().unwrap_or_else(default_db_path);
+    match execute(&cli, &path) {
+        Ok(code) => code,
+        Err(e) => {
+            if cli.json {
+                println!("{}", json!({ "error": e.to_string() }));
+            } else {
+                eprintln!("error: {e}");
+            }
+            2
+        }
+    }
+}
+
+/// Exit code 1 when `failed` is true.
+fn failures(failed: bool) -> i32 {
+    i32::from(failed)
+}
+
+fn open(path: &Path, create: bool) -> Result<Db, Error> {
+    if !create && !path.exists() {
+        return Err(Error::NotADatabase {
+            path: path.to_owned(),
+            reason: "the file does not exist (run `refresh` to create it, or pass --db)".into(),
+        });
+    }
+    Db::open(path)
+}
+
+fn table_and_key(db: &Db, table: &str, key: &str) -> Result<(TableId, Key), Error> {
+    let id = db.graph().table_id(table)?;
+    let key = db.coerce_key(id, Key::Text(key.to_owned()))?;
+    Ok((id, key))
+}
+
+fn value_json(v: &Value, json_column: bool) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Integer(i) => json!(i),
+        Value::Real(f) => json!(f),
+        Value::Text(s) if json_column => serde_json::from_str(s).unwrap_or_else(|_| json!(s)),
+        Value::Text(s) => json!(s),
+        Value::Blob(b) => json!(b),
+    }
+}
+
+fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
+    match &cli.command {
+        Command::Graph { format } => {
+            let graph = crate::graph::Graph::from_registry()?;
+            let text = match format {
+                GraphFormat::Dot => graph.to_dot(),
+                GraphFormat::Mermaid => graph.to_mermaid(),
+            };
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "format": format!("{format:?}").to_lowercase(), "graph": text })
+                );
+            } else {
+                print!("{text}");
+            }
+            Ok(0)
+        }
+        Command::Status => {
+            let db = open(path, false)?;
+            let status = db.status()?;
+            let bad = status.iter().any(|s| s.failed > 0 || s.blocked > 0);
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                    "table",
+                    "rows",
+                    "fresh",
+                    "stale",
+                    "missing",
+                    "failed",
+                    "blocked",
+                    "running",
+                    "settling"
+                );
+                for s in &status {
+                    let name = if s.input {
+                        format!("{} (input)", s.table)
+                    } else {
+                        s.table.clone()
+                    };
+                    println!(
+                        "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                        name,
+                        s.rows,
+                        s.fresh,
+                        s.stale,
+                        s.missing,
+                        s.failed,
+                        s.blocked,
+                        s.running,
+                        s.settling
+                    );
+                }
+            }
+            Ok(failures(bad))
+        }
+        Command::Refresh => {
+            let db = open(path, true)?;
+            let report = if !cli.json && std::io::stdout().is_terminal() {
+                refresh_with_bars(&db)?
+            } else {
+                db.refresh()?
+            };
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                for (table, r) in &report.tables {
+                    println!("{table}: {}", table_line(r));
+                }
+                println!("{report}");
+            }
+            Ok(failures(report.failed > 0))
+        }
+        Command::Retry => {
+            let db = open(path, false)?;
+            let report = db.retry()?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!("{report}");
+            }
+            Ok(failures(report.failed > 0))
+        }
+        Command::Get { table, key } => {
+            let db = open(path, false)?;
+            let (id, key) = table_and_key(&db, table, key)?;
+            let info = db.graph().table(id).info;
+            match db.get_values(id, &key) {
+                Ok(values) => {
+                    let mut row = serde_json::Map::new();
+                    for (c, v) in info.columns.iter().zip(&values) {
+                        row.insert(c.name.to_owned(), value_json(v, c.json));
+                    }
+                    let row = serde_json::Value::Object(row);
+                    if cli.json {
+                        println!("{}", json!({ "table": info.name, "key": key, "row": row }));
+                    } else {
+                        println!("{}", serde_json::to_string_pretty(&row).unwrap_or_default());
+                    }
+                    Ok(0)
+                }
+                Err(e @ (Error::Failed { .. } | Error::Blocked { .. })) => {
+                    if cli.json {
+                        println!(
+                            "{}",
+                            json!({ "table": info.name, "key": key, "error": e.to_string() })
+                        );
+                    } else {
+                        eprintln!("{e}");
+                    }
+                    Ok(1)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Explain { table, key } => {
+            let db = open(path, false)?;
+            let (id, key) = table_and_key(&db, table, key)?;
+            let s = db.explain_id(id, &key)?;
+            if cli.json {
+                println!("{}", json!({ "table": table, "key": key, "staleness": s }));
+            } else {
+                println!("{table} {key}: {s}");
+            }
+            Ok(0)
+        }
+        Command::Errors => {
+            let db = open(path, false)?;
+            let errors = db.errors()?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&errors).unwrap_or_default()
+                );
+            } else if errors.is_empty() {
+                println!("no failed rows");
+            } else {
+                for e in &errors {
+                    println!("{} {}: {}", e.table, e.key, e.message);
+                    for (t, k) in &e.blocks {
+                        println!("    blocks {t} {k}");
+                    }
+                }
+            }
+            Ok(failures(!errors.is_empty()))
+        }
+    }
+}
+
+fn table_line(r: &TableReport) -> String {
+    let mut s = format!(
+        "{} computed, {} unchanged, {} failed, {} blocked",
+        r.computed, r.unchanged, r.failed, r.blocked
+    );
+    if r.skipped > 0 {
+        s.push_str(&format!(", {} skipped", r.skipped));
+    }
+    s
+}
+
+fn refresh_with_bars(db: &Db) -> Result<crate::staleness::Report, Error> {
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{spinner} {prefix:<20} {msg} [{elapsed}]")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let mut bars: std::collections::HashMap<String, ProgressBar> = std::collections::HashMap::new();
+    let report = db.refresh_with_progress(|table, r| {
+        let bar = bars.entry(table.to_owned()).or_insert_with(|| {
+            let b = multi.add(ProgressBar::new_spinner());
+            b.set_style(style.clone());
+            b.set_prefix(table.to_owned());
+            b
+        });
+        bar.set_message(table_line(r));
+        bar.tick();
+    })?;
+    for bar in bars.values() {
+        bar.finish();
+    }
+    Ok(report)
+}
