@@ -86,6 +86,12 @@ fn fill_raises_what_the_id_owns_to_simplify_the_tree() -> Result<(), Error> {
     // collapses to a single counter.
     let s = stamp("((1,0),(0,0,2))");
     assert_eq!(text(&s.event()?), "((1,0),2)");
+    // Filling only goes up to the other half's minimum: here that is 0, so
+    // nothing can be filled and the tree grows by one instead.
+    let s = stamp("((1,0),(0,0,(0,0,3)))");
+    assert_eq!(text(&s.event()?), "((1,0),(0,1,(0,0,3)))");
+    let s = stamp("((0,1),(0,(0,3,0),0))");
+    assert_eq!(text(&s.event()?), "((0,1),(0,(0,3,0),1))");
     // Only a partial fill is possible under a fragmented id.
     let s = stamp("((1,(0,1)),(0,(0,3,0),(1,0,2)))");
     assert_eq!(text(&s.event()?), "((1,(0,1)),(1,2,(0,0,2)))");

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod reference;
+
 use proptest::prelude::*;
 use rederive_itc::{Event, Id, Stamp};
 
