@@ -208,6 +208,18 @@ proptest! {
     }
 
     #[test]
+    fn encoding_matches_the_papers_rules(ops in ops(40), i in id(), e in event(), big in any::<u64>()) {
+        let mut stamps = run(&ops).history;
+        stamps.push(Stamp::new(i.clone(), e));
+        stamps.push(Stamp::new(i, Event::node(big / 2, Event::leaf(big / 2), Event::leaf(0)).unwrap()));
+        for s in stamps {
+            let bits: String = s.encode().iter().map(|b| format!("{b:08b}")).collect();
+            let expected = reference::encode(&reference::raw_id(s.id()), &reference::raw_event(s.event_tree()));
+            prop_assert_eq!(bits, expected, "{}", s);
+        }
+    }
+
+    #[test]
     fn text_and_binary_round_trips_are_exact(ops in ops(40), i in id(), e in event()) {
         let mut stamps = run(&ops).history;
         stamps.push(Stamp::new(i, e));

@@ -158,3 +158,60 @@ pub fn event(i: &RawId, e: &RawEvent) -> RawEvent {
         grow(i, e).0
     }
 }
+
+/// The paper's encoding as a string of bits, rule by rule (the Erlang
+/// reference's `enci`, `ence` and `encn`), zero-padded to whole bytes.
+pub fn encode(i: &RawId, e: &RawEvent) -> String {
+    let mut bits = enc_id(i) + &enc_event(e);
+    while bits.len() % 8 != 0 {
+        bits.push('0');
+    }
+    bits
+}
+
+fn enc_id(i: &RawId) -> String {
+    match i {
+        RawId::Zero => "000".into(),
+        RawId::One => "001".into(),
+        RawId::Node(l, r) => match (&**l, &**r) {
+            (RawId::Zero, r) => "01".to_string() + &enc_id(r),
+            (l, RawId::Zero) => "10".to_string() + &enc_id(l),
+            (l, r) => "11".to_string() + &enc_id(l) + &enc_id(r),
+        },
+    }
+}
+
+fn enc_event(e: &RawEvent) -> String {
+    let zero = |e: &RawEvent| matches!(e, RawEvent::Leaf(0));
+    match e {
+        RawEvent::Leaf(n) => enc_number(*n, 2),
+        RawEvent::Node(0, l, r) if zero(l) => "000".to_string() + &enc_event(r),
+        RawEvent::Node(0, l, r) if zero(r) => "001".to_string() + &enc_event(l),
+        RawEvent::Node(0, l, r) => "010".to_string() + &enc_event(l) + &enc_event(r),
+        RawEvent::Node(n, l, r) if zero(l) => {
+            "01100".to_string() + &enc_number(*n, 2) + &enc_event(r)
+        }
+        RawEvent::Node(n, l, r) if zero(r) => {
+            "01101".to_string() + &enc_number(*n, 2) + &enc_event(l)
+        }
+        RawEvent::Node(n, l, r) => {
+            "0111".to_string() + &enc_number(*n, 2) + &enc_event(l) + &enc_event(r)
+        }
+    }
+}
+
+/// encn(N, B): `B - 1` ones, a zero and N in B bits if N < 2^B, else
+/// encn(N - 2^B, B + 1). (The leading one doubles as the leaf tag.)
+fn enc_number(n: u64, b: u32) -> String {
+    let n = u128::from(n);
+    if n < 1u128 << b {
+        format!(
+            "{}0{:0width$b}",
+            "1".repeat(b as usize - 1),
+            n,
+            width = b as usize
+        )
+    } else {
+        enc_number((n - (1u128 << b)) as u64, b + 1)
+    }
+}
