@@ -183,7 +183,16 @@ impl Db {
     /// Like [`Db::get`], by table id, returning the encoded columns.
     pub fn get_values(&self, id: TableId, key: &Key) -> Result<Vec<Value>> {
         let info = self.graph.table(id).info;
-        let state = match self.settled_state(id, key)? {
+        let quick = self
+            .store()
+            .settled_row(&self.graph, &self.ancestry[id], key)?;
+        // Settled everywhere as of this epoch: the stored row is the answer.
+        // Else check this row's provenance upstream; else compute.
+        let settled = match quick {
+            Some(Some(state)) => Some(state),
+            _ => self.settled_state(id, key)?,
+        };
+        let state = match settled {
             Some(state) => Some(state),
             None => {
                 let mut report = Report::default();
@@ -475,7 +484,7 @@ impl Db {
                     }
                 }
                 if !batch.is_empty() {
-                    let r = self.execute(id, batch)?;
+                    let r = self.execute(id, batch, true)?;
                     report.record(info.name, r);
                 }
                 after = Some(last);
@@ -534,7 +543,7 @@ impl Db {
             Plan::Fresh => {}
             Plan::Wait => return Err(self.not_found(id, key)),
             Plan::Work(work) => {
-                let r = self.execute(id, vec![(key.clone(), work)])?;
+                let r = self.execute(id, vec![(key.clone(), work)], true)?;
                 report.record(t.info.name, r);
             }
         }
@@ -614,9 +623,9 @@ impl Db {
         progress: &mut dyn FnMut(&TableReport),
     ) -> Result<TableReport> {
         let t = self.graph.table(id);
-        let (start, watermark) = {
+        let ((start, epoch), watermark) = {
             let store = self.store();
-            (store.revision()?, store.watermark(t.info.name)?)
+            (store.revision_and_epoch()?, store.watermark(t.info.name)?)
         };
         let mut report = TableReport::default();
         let mut complete = true;
@@ -641,7 +650,7 @@ impl Db {
                     }
                 }
                 if !batch.is_empty() {
-                    let r = self.execute(id, batch)?;
+                    let r = self.execute(id, batch, false)?;
                     complete &= r.skipped == 0;
                     report.add(&r);
                     progress(&report);
@@ -649,22 +658,31 @@ impl Db {
             }
         }
         if complete {
-            self.store().raise_watermark(t.info.name, start)?;
+            let store = self.store();
+            store.raise_watermark(t.info.name, start)?;
+            store.raise_epoch_mark(t.info.name, epoch)?;
         }
         Ok(report)
     }
 
     /// Computes the planned rows (in parallel, outside any transaction) and
     /// stores them in one write transaction.
-    fn execute(&self, id: TableId, batch: Vec<(Key, Work)>) -> Result<TableReport> {
+    /// `outside_refresh`: written by `get`, `refresh_from` or `retry` rather
+    /// than by a refresh pass (see the store's epoch).
+    fn execute(
+        &self,
+        id: TableId,
+        batch: Vec<(Key, Work)>,
+        outside_refresh: bool,
+    ) -> Result<TableReport> {
         let Some(node) = self.graph.producer(id) else {
             return Ok(TableReport::default());
         };
         let outcomes = compute_all(node, batch);
         let code = self.codes[id].as_deref().unwrap_or_default();
-        let written = self
-            .store()
-            .write_outcomes(&self.graph, id, code, &outcomes)?;
+        let written =
+            self.store()
+                .write_outcomes(&self.graph, id, code, &outcomes, outside_refresh)?;
         let mut r = TableReport::default();
         for (o, w) in outcomes.iter().zip(written) {
             match (w, &o.kind) {

@@ -198,6 +198,7 @@ pub struct Store {
     conn: Connection,
     path: Option<PathBuf>,
     sql_cache: SqlCache,
+    settled_cache: SqlCache,
 }
 
 impl Store {
@@ -213,6 +214,7 @@ impl Store {
             conn,
             path: Some(path.to_owned()),
             sql_cache: SqlCache::default(),
+            settled_cache: SqlCache::default(),
         };
         store.init()?;
         Ok(store)
@@ -224,6 +226,7 @@ impl Store {
             conn: Connection::open_in_memory()?,
             path: None,
             sql_cache: SqlCache::default(),
+            settled_cache: SqlCache::default(),
         };
         store.init()?;
         Ok(store)
@@ -305,13 +308,14 @@ impl Store {
         self.conn.execute_batch(&format!(
             "BEGIN IMMEDIATE;
              CREATE TABLE IF NOT EXISTS rederive_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
-             INSERT OR IGNORE INTO rederive_meta VALUES ('format', {FORMAT}), ('revision', 0);
+             INSERT OR IGNORE INTO rederive_meta VALUES ('format', {FORMAT}), ('revision', 0), ('epoch', 0);
              CREATE TABLE IF NOT EXISTS rederive_tables(
                  name TEXT PRIMARY KEY,
                  input INTEGER NOT NULL,
                  columns TEXT NOT NULL,
                  code TEXT,
-                 watermark INTEGER NOT NULL DEFAULT 0
+                 watermark INTEGER NOT NULL DEFAULT 0,
+                 epoch_mark INTEGER NOT NULL DEFAULT 0
              ) STRICT;
              COMMIT;"
         ))?;
@@ -371,13 +375,13 @@ impl Store {
                     tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
                     create_table(&tx, graph, id)?;
                     tx.execute(
-                        "UPDATE rederive_tables SET columns = ?2, code = ?3, watermark = 0 WHERE name = ?1",
+                        "UPDATE rederive_tables SET columns = ?2, code = ?3, watermark = 0, epoch_mark = 0 WHERE name = ?1",
                         rusqlite::params![name, fp, code],
                     )?;
                 }
                 Some((_, _, old_code)) if !t.info.input && old_code != code => {
                     tx.execute(
-                        "UPDATE rederive_tables SET code = ?2, watermark = 0 WHERE name = ?1",
+                        "UPDATE rederive_tables SET code = ?2, watermark = 0, epoch_mark = 0 WHERE name = ?1",
                         rusqlite::params![name, code],
                     )?;
                 }
@@ -598,6 +602,7 @@ impl Store {
         id: TableId,
         code: &str,
         outcomes: &[Outcome],
+        outside_refresh: bool,
     ) -> Result<Vec<Written>> {
         let t = graph.table(id);
         let sql = upsert_derived_sql(t.info, t.inputs.len());
@@ -605,6 +610,9 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rev = next_revision(&tx)?;
+        if outside_refresh {
+            bump_epoch(&tx)?;
+        }
         let mut written = Vec::with_capacity(outcomes.len());
         {
             let mut stmt = tx.prepare_cached(&sql)?;
@@ -657,6 +665,79 @@ impl Store {
             .conn
             .prepare_cached("SELECT watermark FROM rederive_tables WHERE name = ?1")?
             .query_row([table], |r| r.get(0))?)
+    }
+
+    /// The current revision and epoch, read together.
+    pub fn revision_and_epoch(&self) -> Result<(i64, i64)> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT value FROM rederive_meta WHERE key = 'revision'), \
+                 (SELECT value FROM rederive_meta WHERE key = 'epoch')",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+    }
+
+    /// Marks `table` as having no stale rows as of `epoch`.
+    pub fn raise_epoch_mark(&self, table: &str, epoch: i64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE rederive_tables SET epoch_mark = max(epoch_mark, ?2) WHERE name = ?1",
+            )?
+            .execute(rusqlite::params![table, epoch])?;
+        Ok(())
+    }
+
+    /// The state of one row of `tables[last]`, read only if every table in
+    /// `tables` is marked settled as of the current epoch (one query).
+    /// `None` when some table may hold stale rows.
+    pub fn settled_row(
+        &self,
+        graph: &Graph,
+        tables: &[TableId],
+        key: &Key,
+    ) -> Result<Option<Option<RowState>>> {
+        let Some(&last) = tables.last() else {
+            return Ok(None);
+        };
+        let names: Vec<String> = tables
+            .iter()
+            .filter(|&&t| !graph.table(t).info.input)
+            .map(|&t| graph.table(t).info.name.replace('\'', "''"))
+            .collect();
+        let cache_key = (tables.to_vec(), None, false);
+        let sql = {
+            let cached = self.settled_cache.borrow().get(&cache_key).cloned();
+            match cached {
+                Some(sql) => sql,
+                None => {
+                    let inner = self.state_sql(graph, &[last], None, true);
+                    let sql: std::sync::Arc<str> = format!(
+                        "SELECT (SELECT value FROM rederive_meta WHERE key = 'epoch') <= \
+                           (SELECT coalesce(min(epoch_mark), 1 << 62) FROM rederive_tables WHERE name IN ('{}')), s.* \
+                         FROM ({inner}) s",
+                        names.join("', '")
+                    )
+                    .into();
+                    self.settled_cache
+                        .borrow_mut()
+                        .insert(cache_key, sql.clone());
+                    sql
+                }
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let k = key_param(key);
+        let row = stmt.query_row([SqlValue(&k)], |r| {
+            let settled: bool = r.get(0)?;
+            if !settled {
+                return Ok(None);
+            }
+            // Column 1 is the inner query's key.
+            let mut states = read_states(graph, &[last], r, &mut 2, true)?;
+            Ok(Some(states.pop().flatten()))
+        })?;
+        Ok(row)
     }
 
     /// Raises the watermark of `table` to `revision` (never lowers it).
@@ -808,6 +889,16 @@ fn read_states(
         out.push(changed_at.map(|_| state));
     }
     Ok(out)
+}
+
+/// The epoch changes with every write that can make derived rows stale
+/// other than a refresh pass itself: input writes, and derived rows written
+/// by `get`, `refresh_from` and `retry`. A table whose `epoch_mark` (set by
+/// a complete refresh pass) is the current epoch has no stale rows.
+fn bump_epoch(tx: &Connection) -> Result<()> {
+    tx.prepare_cached("UPDATE rederive_meta SET value = value + 1 WHERE key = 'epoch'")?
+        .execute([])?;
+    Ok(())
 }
 
 fn next_revision(tx: &Connection) -> Result<i64> {
