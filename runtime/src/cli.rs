@@ -1,8 +1,9 @@
 //! The command-line interface a user's binary embeds:
 //!
 //! ```no_run
-//! // the `main` of a program that declares tables and functions:
-//! rederive::cli::main()
+//! // the `main` of a program that declares tables and functions
+//! // (through the facade: `rederive::cli::main()`):
+//! rederive_runtime::cli::main()
 //! ```
 //!
 //! Every command takes `--db PATH` (default: `$REDERIVE_DB`, else the

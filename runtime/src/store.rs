@@ -408,6 +408,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rev = next_revision(&tx)?;
+        bump_epoch(&tx)?;
         let stamps = [Value::Integer(rev), Value::Integer(now_ms())];
         {
             let mut stmt = tx.prepare_cached(&sql)?;
@@ -427,6 +428,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         next_revision(&tx)?;
+        bump_epoch(&tx)?;
         let info = graph.table(id).info;
         let k = key_param(key);
         let n = tx.execute(
