@@ -1,7 +1,8 @@
-//! The write guard: a slow computation on an old revision that finishes
-//! after a newer one is not stored.
+//! The write guard and lease fencing: a slow computation on an old revision
+//! that finishes after a newer one is not stored.
 use rederive::{derive_table, Db, Row, Staleness};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Row, Debug, Clone, PartialEq)]
@@ -19,6 +20,7 @@ pub struct Doubled {
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 static RELEASE: AtomicBool = AtomicBool::new(false);
+static SERIAL: Mutex<()> = Mutex::new(());
 
 #[derive_table]
 fn double(s: &Setting) -> Doubled {
@@ -33,12 +35,24 @@ fn double(s: &Setting) -> Doubled {
     Doubled { value: s.value * 2 }
 }
 
+fn wait_started() {
+    while !STARTED.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
-fn slow_old_result_does_not_overwrite_newer_one() -> rederive::Result<()> {
+fn write_guard_refuses_an_old_result() -> rederive::Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    STARTED.store(false, Ordering::SeqCst);
+    RELEASE.store(false, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("guard.db");
     let slow = Db::open(&path)?;
     let fast = Db::open(&path)?;
+    // Without leases, only the write guard stands between the two.
+    slow.set_leasing(false);
+    fast.set_leasing(false);
     slow.put(Setting {
         name: "k".into(),
         value: 1,
@@ -46,9 +60,7 @@ fn slow_old_result_does_not_overwrite_newer_one() -> rederive::Result<()> {
 
     std::thread::scope(|scope| -> rederive::Result<()> {
         let old = scope.spawn(|| slow.refresh());
-        while !STARTED.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_started();
         // While the old computation runs, a newer input arrives and is computed.
         fast.put(Setting {
             name: "k".into(),
@@ -74,5 +86,55 @@ fn slow_old_result_does_not_overwrite_newer_one() -> rederive::Result<()> {
     // The refused refresh left its watermark behind; a new refresh finds nothing stale.
     let r = slow.refresh()?;
     assert_eq!(r.calls(), 0);
+    Ok(())
+}
+
+#[test]
+fn lease_fencing_refuses_a_worker_whose_lease_was_taken_over() -> rederive::Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    STARTED.store(false, Ordering::SeqCst);
+    RELEASE.store(false, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fence.db");
+    let slow = Db::open(&path)?;
+    let fast = Db::open(&path)?;
+    slow.put(Setting {
+        name: "k".into(),
+        value: 1,
+    })?;
+
+    std::thread::scope(|scope| -> rederive::Result<()> {
+        let old = scope.spawn(|| slow.refresh());
+        wait_started();
+        fast.put(Setting {
+            name: "k".into(),
+            value: 5,
+        })?;
+        // The slow worker holds the row: the fast one leaves it alone.
+        let r = fast.refresh()?;
+        assert_eq!((r.computed, r.skipped), (0, 1), "{r:?}");
+        let status = fast.status()?;
+        let doubled = status.iter().find(|s| s.table == "Doubled").unwrap();
+        assert_eq!(doubled.running, 1);
+        assert_eq!(doubled.workers, vec![slow.worker_id().to_owned()]);
+
+        // The slow worker's lease runs out (as if it had hung): the row is taken over.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE rederive_leases SET expires_ms = 0", [])
+            .unwrap();
+        let r = fast.refresh()?;
+        assert_eq!(r.computed, 1, "{r:?}");
+
+        RELEASE.store(true, Ordering::SeqCst);
+        let old_report = old.join().expect("refresh thread panicked")?;
+        assert_eq!(
+            (old_report.computed, old_report.skipped),
+            (0, 1),
+            "{old_report:?}"
+        );
+        Ok(())
+    })?;
+    assert_eq!(fast.get::<Doubled>("k")?.value, 10);
+    assert_eq!(slow.explain::<Doubled>("k")?, Staleness::Fresh);
     Ok(())
 }

@@ -18,7 +18,9 @@ use crate::value::{Key, Value};
 use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// How many changed rows are read, computed and written together.
 pub(crate) const BATCH: usize = 512;
@@ -35,6 +37,77 @@ pub struct Db {
     /// For each table, the tables it is computed from (transitively) in
     /// topological order, ending with itself.
     ancestry: Vec<Vec<TableId>>,
+    /// Leases: this process's worker id, and whether leases are used at all
+    /// (not for a private in-memory database, which no one else can see).
+    worker: String,
+    leasing: AtomicBool,
+    lease_ttl_ms: AtomicI64,
+    lease_ttl_shared: Arc<AtomicI64>,
+    heartbeat: Option<Heartbeat>,
+}
+
+/// A thread that extends this worker's leases while its functions run.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long a lease lasts unless extended.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(h) = &mut self.heartbeat {
+            h.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+        if self.leasing.load(Ordering::Relaxed) {
+            // A clean shutdown gives its leases back at once.
+            let _ = self.store().release_worker(&self.worker);
+        }
+    }
+}
+
+fn new_worker_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let nonce = crate::store::now_ms() % 1_000_000;
+    format!(
+        "{host}:{}:{nonce}:{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn start_heartbeat(path: &Path, worker: String, ttl: Arc<AtomicI64>) -> Option<Heartbeat> {
+    let conn = rusqlite::Connection::open(path).ok()?;
+    conn.busy_timeout(Duration::from_secs(10)).ok()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("rederive-heartbeat".into())
+        .spawn(move || {
+            let mut last = std::time::Instant::now();
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+                let ttl_ms = ttl.load(Ordering::Relaxed);
+                if last.elapsed() >= Duration::from_millis((ttl_ms / 3).max(1) as u64) {
+                    let _ = crate::store::extend_leases(&conn, &worker, ttl_ms);
+                    last = std::time::Instant::now();
+                }
+            }
+        })
+        .ok()?;
+    Some(Heartbeat {
+        stop,
+        thread: Some(thread),
+    })
 }
 
 /// What to do about one derived row.
@@ -98,12 +171,52 @@ impl Db {
         let ancestry = (0..graph.tables().len())
             .map(|id| graph.ancestry(id))
             .collect();
+        let worker = new_worker_id();
+        let ttl = Arc::new(AtomicI64::new(DEFAULT_LEASE_TTL.as_millis() as i64));
+        let path = store.path().map(Path::to_owned);
+        let heartbeat = path
+            .as_deref()
+            .and_then(|p| start_heartbeat(p, worker.clone(), ttl.clone()));
         Ok(Db {
             store: Mutex::new(store),
             graph,
             codes,
             ancestry,
+            leasing: AtomicBool::new(path.is_some()),
+            lease_ttl_ms: AtomicI64::new(ttl.load(Ordering::Relaxed)),
+            lease_ttl_shared: ttl,
+            worker,
+            heartbeat,
         })
+    }
+
+    /// Sets how long a lease on a row lasts without being extended (the
+    /// time after which a crashed worker's rows are taken over). A running
+    /// worker extends its leases every third of this. Default: 30 s.
+    pub fn set_lease_ttl(&self, ttl: Duration) {
+        let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
+        self.lease_ttl_ms.store(ms, Ordering::Relaxed);
+        self.lease_ttl_shared.store(ms, Ordering::Relaxed);
+    }
+
+    /// Turns leases on or off. They are on for database files, so that
+    /// several workers (threads or processes) never compute the same row at
+    /// once; a program that is the only writer of its database may turn
+    /// them off to save the bookkeeping. The write guard stays on either way.
+    pub fn set_leasing(&self, on: bool) {
+        let file = self.store().path().is_some();
+        self.leasing.store(on && file, Ordering::Relaxed);
+    }
+
+    /// This process's worker id, as shown in `status`.
+    pub fn worker_id(&self) -> &str {
+        &self.worker
+    }
+
+    /// The id of the calling thread's leases: one per thread, so that two
+    /// threads sharing a `Db` never compute the same row at once.
+    fn lease_owner(&self) -> String {
+        format!("{}/{:?}", self.worker, std::thread::current().id())
     }
 
     /// The graph this database was opened with.
@@ -364,6 +477,14 @@ impl Db {
                 continue;
             }
             let root = self.graph.table(t.root).info;
+            let settle_ms = self
+                .graph
+                .producer(id)
+                .map(|n| n.settle_ms as i64)
+                .unwrap_or(0);
+            let mut tables = self.with_inputs(id);
+            tables.push(t.root);
+            let now = crate::store::now_ms();
             let mut after: Option<Key> = None;
             loop {
                 let keys = self.store().keys_after(root, after.as_ref(), BATCH)?;
@@ -371,12 +492,20 @@ impl Db {
                     break;
                 };
                 for key in keys {
-                    let states = self.load_with_inputs(id, &key)?;
+                    let states = self.store().load_states(&self.graph, &tables, &key)?;
                     let stored = states[0].as_ref().map(|s| s.status);
+                    let root_changed = states
+                        .last()
+                        .and_then(|s| s.as_ref())
+                        .map_or(0, |s| s.changed_ms);
                     if stored.is_some() {
                         st.rows += 1;
                     }
-                    match (self.plan(id, &key, states), stored) {
+                    let plan = self.plan(id, &key, states);
+                    if !matches!(plan, Plan::Fresh) && now < root_changed + settle_ms {
+                        st.settling += 1;
+                    }
+                    match (plan, stored) {
                         (Plan::Fresh, Some(Status::Ok)) => st.fresh += 1,
                         (Plan::Fresh, Some(Status::Error)) => st.failed += 1,
                         (Plan::Fresh, Some(Status::Blocked)) => st.blocked += 1,
@@ -385,6 +514,10 @@ impl Db {
                     }
                 }
                 after = Some(last);
+            }
+            for (worker, n) in self.store().running(t.info.name)? {
+                st.running += n;
+                st.workers.push(worker);
             }
             out.push(st);
         }
@@ -484,7 +617,7 @@ impl Db {
                     }
                 }
                 if !batch.is_empty() {
-                    let r = self.execute(id, batch, true)?;
+                    let r = self.execute(id, batch, None, true, true)?;
                     report.record(info.name, r);
                 }
                 after = Some(last);
@@ -535,19 +668,27 @@ impl Db {
                 self.ensure(input, key, report)?;
             }
         }
-        let plan = {
-            let states = self.load_with_inputs(id, key)?;
-            self.plan(id, key, states)
-        };
-        match plan {
-            Plan::Fresh => {}
-            Plan::Wait => return Err(self.not_found(id, key)),
-            Plan::Work(work) => {
-                let r = self.execute(id, vec![(key.clone(), work)], true)?;
-                report.record(t.info.name, r);
+        loop {
+            let plan = {
+                let states = self.load_with_inputs(id, key)?;
+                self.plan(id, key, states)
+            };
+            match plan {
+                Plan::Fresh => return Ok(()),
+                Plan::Wait => return Err(self.not_found(id, key)),
+                Plan::Work(work) => {
+                    let r = self.execute(id, vec![(key.clone(), work)], None, true, false)?;
+                    let skipped = r.skipped > 0;
+                    report.record(t.info.name, TableReport { skipped: 0, ..r });
+                    if !skipped {
+                        return Ok(());
+                    }
+                    // Another worker holds the row: wait for its result (or
+                    // for its lease to expire), then look again.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
         }
-        Ok(())
     }
 
     /// A derived table followed by its inputs: the tables whose state
@@ -577,7 +718,9 @@ impl Db {
     /// Decides what to do about one row, given its state and its inputs'.
     fn plan(&self, id: TableId, key: &Key, mut states: Vec<Option<RowState>>) -> Plan {
         let t = self.graph.table(id);
-        let mut ins = Vec::with_capacity(t.inputs.len());
+        let n = t.inputs.len();
+        states.truncate(1 + n);
+        let mut ins = Vec::with_capacity(n);
         for s in &states[1..] {
             match s {
                 Some(s) => ins.push(s.changed_at),
@@ -632,25 +775,50 @@ impl Db {
         let mut drivers = t.inputs.clone();
         drivers.sort();
         drivers.dedup();
-        let tables = self.with_inputs(id);
+        let mut tables = self.with_inputs(id);
+        // With `settle`, the root row's last change time decides too.
+        let settle_ms = self
+            .graph
+            .producer(id)
+            .map(|n| n.settle_ms as i64)
+            .unwrap_or(0);
+        let root_pos = if settle_ms > 0 {
+            Some(tables.iter().position(|&x| x == t.root).unwrap_or_else(|| {
+                tables.push(t.root);
+                tables.len() - 1
+            }))
+        } else {
+            None
+        };
         for driver in drivers {
             let mut cursor = (watermark, i64::MIN);
             loop {
+                let seen = self.store().revision()?;
                 let page =
                     self.store()
                         .load_changed_page(&self.graph, driver, &tables, cursor, BATCH)?;
                 let Some(last) = page.last() else { break };
                 cursor = last.1;
                 let mut batch = Vec::new();
+                let now = crate::store::now_ms();
                 for (key, _, states) in page {
+                    let settling = root_pos.is_some_and(|p| {
+                        states[p]
+                            .as_ref()
+                            .is_some_and(|r| now < r.changed_ms + settle_ms)
+                    });
                     match self.plan(id, &key, states) {
                         Plan::Fresh => {}
                         Plan::Wait => complete = false,
+                        Plan::Work(_) if settling => {
+                            report.settling += 1;
+                            complete = false;
+                        }
                         Plan::Work(work) => batch.push((key, work)),
                     }
                 }
                 if !batch.is_empty() {
-                    let r = self.execute(id, batch, false)?;
+                    let r = self.execute(id, batch, Some(seen), false, false)?;
                     complete &= r.skipped == 0;
                     report.add(&r);
                     progress(&report);
@@ -668,22 +836,79 @@ impl Db {
     /// Computes the planned rows (in parallel, outside any transaction) and
     /// stores them in one write transaction.
     /// `outside_refresh`: written by `get`, `refresh_from` or `retry` rather
-    /// than by a refresh pass (see the store's epoch).
+    /// than by a refresh pass (see the store's epoch). `seen`: the revision
+    /// before the states behind `batch` were read; when anything was written
+    /// since, each claimed row is planned again under its lease. `forced`:
+    /// failed rows are computed again even if fresh (`retry`).
     fn execute(
         &self,
         id: TableId,
         batch: Vec<(Key, Work)>,
+        seen: Option<i64>,
         outside_refresh: bool,
+        forced: bool,
     ) -> Result<TableReport> {
         let Some(node) = self.graph.producer(id) else {
             return Ok(TableReport::default());
         };
+        let name = self.graph.table(id).info.name;
+        let mut r = TableReport::default();
+        let owner = self
+            .leasing
+            .load(Ordering::Relaxed)
+            .then(|| self.lease_owner());
+        let batch = match &owner {
+            None => batch,
+            Some(owner) => {
+                let ttl = self.lease_ttl_ms.load(Ordering::Relaxed);
+                let keys: Vec<&Key> = batch.iter().map(|(k, _)| k).collect();
+                let (claimed, revision) =
+                    self.store().claim(name, &keys, &self.worker, owner, ttl)?;
+                let mut kept = Vec::with_capacity(batch.len());
+                let mut unneeded = Vec::new();
+                for ((key, work), got) in batch.into_iter().zip(claimed) {
+                    if !got {
+                        r.skipped += 1;
+                        continue;
+                    }
+                    if seen == Some(revision) {
+                        kept.push((key, work));
+                        continue;
+                    }
+                    // Something was written since the plan (perhaps this very
+                    // row, by the worker that held it): plan again.
+                    let states = self.load_with_inputs(id, &key)?;
+                    let plan = if forced {
+                        self.plan_forced(id, &key, states)
+                    } else {
+                        self.plan(id, &key, states)
+                    };
+                    match plan {
+                        Plan::Work(work) => kept.push((key, work)),
+                        Plan::Fresh => unneeded.push(key),
+                        Plan::Wait => {
+                            r.skipped += 1;
+                            unneeded.push(key)
+                        }
+                    }
+                }
+                if !unneeded.is_empty() {
+                    let refs: Vec<&Key> = unneeded.iter().collect();
+                    self.store().release(name, &refs, owner)?;
+                }
+                kept
+            }
+        };
         let outcomes = compute_all(node, batch);
         let code = self.codes[id].as_deref().unwrap_or_default();
-        let written =
-            self.store()
-                .write_outcomes(&self.graph, id, code, &outcomes, outside_refresh)?;
-        let mut r = TableReport::default();
+        let written = self.store().write_outcomes(
+            &self.graph,
+            id,
+            code,
+            &outcomes,
+            outside_refresh,
+            owner.as_deref(),
+        )?;
         for (o, w) in outcomes.iter().zip(written) {
             match (w, &o.kind) {
                 (Written::Rejected, _) => r.skipped += 1,

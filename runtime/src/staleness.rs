@@ -102,6 +102,9 @@ pub struct TableReport {
     /// Results not stored because a newer result was already there (write guard)
     /// or another worker held the row.
     pub skipped: u64,
+    /// Stale rows left for later because their root row changed less than
+    /// `settle` ago.
+    pub settling: u64,
 }
 
 impl TableReport {
@@ -111,6 +114,7 @@ impl TableReport {
         self.failed += o.failed;
         self.blocked += o.blocked;
         self.skipped += o.skipped;
+        self.settling += o.settling;
     }
 }
 
@@ -128,6 +132,8 @@ pub struct Report {
     /// Rows left for later: a newer result was already stored, or another
     /// worker held the row.
     pub skipped: u64,
+    /// Stale rows waiting for their root row to settle.
+    pub settling: u64,
     /// The same counts per table.
     pub tables: BTreeMap<String, TableReport>,
 }
@@ -139,6 +145,7 @@ impl Report {
         self.failed += r.failed;
         self.blocked += r.blocked;
         self.skipped += r.skipped;
+        self.settling += r.settling;
         self.tables.entry(table.to_owned()).or_default().add(&r);
     }
 
@@ -157,6 +164,9 @@ impl fmt::Display for Report {
         )?;
         if self.skipped > 0 {
             write!(f, ", {} skipped", self.skipped)?;
+        }
+        if self.settling > 0 {
+            write!(f, ", {} settling", self.settling)?;
         }
         Ok(())
     }
@@ -185,6 +195,8 @@ pub struct TableStatus {
     pub running: u64,
     /// Stale or missing rows waiting for their root row to settle.
     pub settling: u64,
+    /// The workers holding leases in this table now.
+    pub workers: Vec<String>,
 }
 
 /// A failed row and the rows it blocks (from `Db::errors`).

@@ -177,6 +177,16 @@ fn fingerprint(graph: &Graph, id: TableId) -> String {
     }
 }
 
+/// Extends every lease of `worker` to `ttl_ms` from now, on its own
+/// connection (the heartbeat of a worker whose functions run long).
+pub fn extend_leases(conn: &Connection, worker: &str, ttl_ms: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE rederive_leases SET expires_ms = ?2 WHERE worker = ?1",
+        rusqlite::params![worker, now_ms() + ttl_ms],
+    )?;
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -316,6 +326,14 @@ impl Store {
                  code TEXT,
                  watermark INTEGER NOT NULL DEFAULT 0,
                  epoch_mark INTEGER NOT NULL DEFAULT 0
+             ) STRICT;
+             CREATE TABLE IF NOT EXISTS rederive_leases(
+                 tbl TEXT NOT NULL,
+                 key ANY NOT NULL,
+                 worker TEXT NOT NULL,
+                 owner TEXT NOT NULL,
+                 expires_ms INTEGER NOT NULL,
+                 PRIMARY KEY (tbl, key)
              ) STRICT;
              COMMIT;"
         ))?;
@@ -605,6 +623,7 @@ impl Store {
         code: &str,
         outcomes: &[Outcome],
         outside_refresh: bool,
+        lease_owner: Option<&str>,
     ) -> Result<Vec<Written>> {
         let t = graph.table(id);
         let sql = upsert_derived_sql(t.info, t.inputs.len());
@@ -620,7 +639,29 @@ impl Store {
             let mut stmt = tx.prepare_cached(&sql)?;
             let nulls = vec![Value::Null; t.info.columns.len()];
             let code_value = Value::Text(code.to_owned());
+            let mut holds = tx.prepare_cached(
+                "SELECT 1 FROM rederive_leases WHERE tbl = ?1 AND key = ?2 AND owner = ?3",
+            )?;
+            let mut release = tx.prepare_cached(
+                "DELETE FROM rederive_leases WHERE tbl = ?1 AND key = ?2 AND owner = ?3",
+            )?;
             for o in outcomes {
+                let key_value = o.key.to_value();
+                if let Some(owner) = lease_owner {
+                    // Fencing: only the current holder of the lease writes.
+                    let held = holds
+                        .query_row(
+                            rusqlite::params![t.info.name, SqlValue(&key_value), owner],
+                            |_| Ok(()),
+                        )
+                        .optional()?
+                        .is_some();
+                    if !held {
+                        written.push(Written::Rejected);
+                        continue;
+                    }
+                    release.execute(rusqlite::params![t.info.name, SqlValue(&key_value), owner])?;
+                }
                 let (values, status, message, origin) = match &o.kind {
                     OutcomeKind::Ok(v) => (v, Status::Ok, Value::Null, Value::Null),
                     OutcomeKind::Error(m) => {
@@ -633,7 +674,7 @@ impl Store {
                         key.to_value(),
                     ),
                 };
-                let key = o.key.to_value();
+                let key = key_value;
                 let tail = [
                     Value::Integer(status as i64),
                     message,
@@ -667,6 +708,86 @@ impl Store {
             .conn
             .prepare_cached("SELECT watermark FROM rederive_tables WHERE name = ?1")?
             .query_row([table], |r| r.get(0))?)
+    }
+
+    /// Claims rows of `table` for `owner` (of process-level `worker`) until
+    /// `ttl_ms` from now: a row is claimed unless another owner holds an
+    /// unexpired lease on it. Returns which keys were claimed, and the
+    /// revision at the time of the claim.
+    pub fn claim(
+        &mut self,
+        table: &str,
+        keys: &[&Key],
+        worker: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<(Vec<bool>, i64)> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let mut claimed = Vec::with_capacity(keys.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO rederive_leases(tbl, key, worker, owner, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(tbl, key) DO UPDATE SET worker = excluded.worker, owner = excluded.owner,
+                   expires_ms = excluded.expires_ms
+                 WHERE expires_ms < ?6 OR owner = excluded.owner
+                 RETURNING 1",
+            )?;
+            for key in keys {
+                let k = key.to_value();
+                let got = stmt
+                    .query_row(
+                        rusqlite::params![table, SqlValue(&k), worker, owner, now + ttl_ms, now],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some();
+                claimed.push(got);
+            }
+        }
+        let revision: i64 = tx
+            .prepare_cached("SELECT value FROM rederive_meta WHERE key = 'revision'")?
+            .query_row([], |r| r.get(0))?;
+        tx.commit()?;
+        Ok((claimed, revision))
+    }
+
+    /// Gives up leases (work abandoned, or found fresh after claiming).
+    pub fn release(&mut self, table: &str, keys: &[&Key], owner: &str) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM rederive_leases WHERE tbl = ?1 AND key = ?2 AND owner = ?3",
+            )?;
+            for key in keys {
+                stmt.execute(rusqlite::params![table, SqlValue(&key.to_value()), owner])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Gives up every lease of a worker (on shutdown).
+    pub fn release_worker(&self, worker: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM rederive_leases WHERE worker = ?1", [worker])?;
+        Ok(())
+    }
+
+    /// Unexpired leases of a table, counted by owner.
+    pub fn running(&self, table: &str) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT worker, count(*) FROM rederive_leases WHERE tbl = ?1 AND expires_ms >= ?2 \
+             GROUP BY worker ORDER BY worker",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![table, now_ms()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// The current revision and epoch, read together.
