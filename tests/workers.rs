@@ -1,0 +1,222 @@
+//! Several worker processes on one database file: leases make every row
+//! computed exactly once, and a killed worker's rows are taken over after
+//! its leases expire.
+use rederive::{derive_table, Db, Row};
+use std::cell::RefCell;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+#[derive(Row, Debug, Clone, PartialEq)]
+#[row(input)]
+pub struct Job {
+    #[row(key)]
+    pub id: i64,
+    pub n: i64,
+    /// Microseconds of work per call.
+    pub cost_us: i64,
+}
+
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct Done {
+    pub digest: i64,
+}
+
+thread_local! {
+    static CALLS: RefCell<Option<rusqlite::Connection>> = const { RefCell::new(None) };
+}
+
+/// Records one call of `work` for `id` in the side database named by `CALLS_DB`.
+fn record_call(id: i64) {
+    let Some(path) = std::env::var_os("CALLS_DB") else {
+        return;
+    };
+    CALLS.with(|c| {
+        let mut c = c.borrow_mut();
+        let conn = c.get_or_insert_with(|| {
+            let conn = rusqlite::Connection::open(&path).expect("open calls db");
+            conn.busy_timeout(Duration::from_secs(30)).unwrap();
+            conn
+        });
+        conn.execute(
+            "INSERT INTO calls(id, pid) VALUES (?1, ?2)",
+            [id, std::process::id() as i64],
+        )
+        .expect("record call");
+    });
+}
+
+fn digest(n: i64) -> i64 {
+    (0..1000).fold(n, |acc, i| acc.wrapping_mul(31).wrapping_add(i))
+}
+
+#[derive_table]
+fn work(job: &Job) -> Done {
+    record_call(job.id);
+    let until = Instant::now() + Duration::from_micros(job.cost_us as u64);
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    Done {
+        digest: digest(job.n),
+    }
+}
+
+fn setup(dir: &Path, rows: i64, cost_us: i64) -> (std::path::PathBuf, std::path::PathBuf) {
+    let db_path = dir.join("work.db");
+    let calls = dir.join("calls.db");
+    let conn = rusqlite::Connection::open(&calls).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; CREATE TABLE calls(id INTEGER NOT NULL, pid INTEGER NOT NULL);",
+    )
+    .unwrap();
+    let db = Db::open(&db_path).unwrap();
+    db.put_all((0..rows).map(|id| Job {
+        id,
+        n: id * 7,
+        cost_us,
+    }))
+    .unwrap();
+    (db_path, calls)
+}
+
+fn spawn_worker(db: &Path, calls: &Path, ttl_ms: u64) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "worker_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("WORKER_DB", db)
+        .env("CALLS_DB", calls)
+        .env("WORKER_TTL_MS", ttl_ms.to_string())
+        .spawn()
+        .expect("spawn worker")
+}
+
+/// Refreshes until a pass finds nothing left for anyone (no row held by
+/// another worker, nothing stale).
+fn refresh_until_done(db: &Db) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = db.refresh().expect("refresh");
+        if r.skipped == 0 && r.calls() == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "workers did not finish");
+        if r.skipped > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The body of a worker process (run by the tests below, not on its own).
+#[test]
+#[ignore]
+fn worker_process() {
+    let Some(path) = std::env::var_os("WORKER_DB") else {
+        return;
+    };
+    let db = Db::open(&path).expect("open");
+    let ttl: u64 = std::env::var("WORKER_TTL_MS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(30_000);
+    db.set_lease_ttl(Duration::from_millis(ttl));
+    refresh_until_done(&db);
+}
+
+fn calls_per_id(calls: &Path) -> Vec<(i64, i64)> {
+    let conn = rusqlite::Connection::open(calls).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, count(*) FROM calls GROUP BY id ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[test]
+fn three_processes_compute_every_row_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db_path, calls) = setup(dir.path(), 2000, 200);
+    let mut workers: Vec<Child> = (0..3)
+        .map(|_| spawn_worker(&db_path, &calls, 30_000))
+        .collect();
+    for w in &mut workers {
+        assert!(w.wait().unwrap().success(), "a worker failed");
+    }
+    let per_id = calls_per_id(&calls);
+    assert_eq!(per_id.len(), 2000, "every row computed");
+    let twice: Vec<_> = per_id.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(twice.is_empty(), "rows computed more than once: {twice:?}");
+    // More than one process did work (the rows were shared out).
+    let conn = rusqlite::Connection::open(&calls).unwrap();
+    let pids: i64 = conn
+        .query_row("SELECT count(DISTINCT pid) FROM calls", [], |r| r.get(0))
+        .unwrap();
+    assert!(pids >= 2, "only {pids} process did the work");
+    let db = Db::open(&db_path).unwrap();
+    assert_eq!(db.refresh().unwrap().calls(), 0);
+    assert_eq!(db.get::<Done>(1234i64).unwrap().digest, digest(1234 * 7));
+}
+
+#[test]
+fn a_killed_worker_is_taken_over_after_its_leases_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 400;
+    let (db_path, calls) = setup(dir.path(), rows, 3_000);
+    let ttl_ms = 1_000;
+    let mut victim = spawn_worker(&db_path, &calls, ttl_ms);
+    // Kill it in the middle of its refresh.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = rusqlite::Connection::open(&calls)
+            .unwrap()
+            .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+            .unwrap_or(0);
+        if done >= 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+
+    let db = Db::open(&db_path).unwrap();
+    db.set_lease_ttl(Duration::from_millis(ttl_ms));
+    let started = Instant::now();
+    refresh_until_done(&db);
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let inputs: i64 = conn
+        .query_row("SELECT count(*) FROM Job", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(inputs, rows, "no input row lost");
+    let leases: i64 = conn
+        .query_row("SELECT count(*) FROM rederive_leases", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(leases, 0, "every lease released or taken over");
+    // The final state equals a clean single-process refresh.
+    for id in 0..rows {
+        assert_eq!(
+            db.get::<Done>(id).unwrap().digest,
+            digest(id * 7),
+            "row {id}"
+        );
+        assert_eq!(db.explain::<Done>(id).unwrap(), rederive::Staleness::Fresh);
+    }
+    // The victim did part of the work before it died.
+    let by_victim = calls_per_id(&calls).len() as i64;
+    assert!((40..rows).contains(&by_victim), "{by_victim}");
+}
