@@ -60,6 +60,9 @@ pub enum Command {
     Errors,
     /// Run failed rows again, then refresh what they unblock.
     Retry,
+    /// Keep everything fresh: refresh on input writes (from any process) and
+    /// on changes to declared files, until Ctrl-C.
+    Watch,
     /// Print the graph of tables and functions.
     Graph {
         /// Output format.
@@ -161,6 +164,10 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             } else {
                 print!("{text}");
             }
+            Ok(0)
+        }
+        Command::Watch => {
+            crate::watch::watch_until_interrupted(path, cli.json)?;
             Ok(0)
         }
         Command::Status => {

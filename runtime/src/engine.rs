@@ -44,6 +44,8 @@ pub struct Db {
     lease_ttl_ms: AtomicI64,
     lease_ttl_shared: Arc<AtomicI64>,
     heartbeat: Option<Heartbeat>,
+    /// Set to stop running refreshes (between batches; nothing half-written).
+    cancel: Arc<AtomicBool>,
 }
 
 /// A thread that extends this worker's leases while its functions run.
@@ -187,6 +189,7 @@ impl Db {
             lease_ttl_shared: ttl,
             worker,
             heartbeat,
+            cancel: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -206,6 +209,34 @@ impl Db {
     pub fn set_leasing(&self, on: bool) {
         let file = self.store().path().is_some();
         self.leasing.store(on && file, Ordering::Relaxed);
+    }
+
+    /// A flag that, once set, stops running and future refreshes of this
+    /// `Db` with [`Error::Cancelled`]: the batch being computed is abandoned
+    /// (nothing of it is written) and its leases are released. Safe to set
+    /// from a signal handler or another thread.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Uses `flag` as this `Db`'s cancel flag (see [`Db::cancel_flag`]).
+    pub fn with_cancel_flag(mut self, flag: Arc<AtomicBool>) -> Db {
+        self.cancel = flag;
+        self
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::SeqCst) {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// SQLite's `PRAGMA data_version`: changes whenever another connection
+    /// commits to the database (how watch mode notices writes).
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self.store().connection().query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     /// This process's worker id, as shown in `status`.
@@ -793,6 +824,7 @@ impl Db {
         for driver in drivers {
             let mut cursor = (watermark, i64::MIN);
             loop {
+                self.check_cancel()?;
                 let seen = self.store().revision()?;
                 let page =
                     self.store()
@@ -900,6 +932,14 @@ impl Db {
             }
         };
         let outcomes = compute_all(node, batch);
+        if self.cancel.load(Ordering::SeqCst) {
+            // Abandon the batch: write nothing, give the rows back.
+            if let Some(owner) = &owner {
+                let keys: Vec<&Key> = outcomes.iter().map(|o| &o.key).collect();
+                self.store().release(name, &keys, owner)?;
+            }
+            return Err(Error::Cancelled);
+        }
         let code = self.codes[id].as_deref().unwrap_or_default();
         let written = self.store().write_outcomes(
             &self.graph,

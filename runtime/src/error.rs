@@ -143,6 +143,15 @@ pub enum Error {
         message: String,
     },
 
+    /// The operation was cancelled (see `Db::cancel_flag`); nothing of the
+    /// batch in progress was written.
+    #[error("cancelled")]
+    Cancelled,
+
+    /// A file watcher could not be set up.
+    #[error("cannot watch files: {0}")]
+    Watch(String),
+
     /// An error from SQLite.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -12,6 +12,7 @@ pub mod row;
 pub mod staleness;
 pub mod store;
 pub mod value;
+pub mod watch;
 
 pub use engine::Db;
 pub use error::{Error, Result};

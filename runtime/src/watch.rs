@@ -1,0 +1,210 @@
+//! Watch mode: a long-running loop that keeps a database fresh.
+//!
+//! It notices input writes from any process by polling SQLite's
+//! `PRAGMA data_version` at a low rate (a single integer read, no table
+//! scan), and changes to the files declared with `files = [..]` through the
+//! `notify` crate (inotify on Linux). Changes are debounced, then the
+//! database is refreshed; a change to a declared file reopens the database
+//! so that the affected code versions are recomputed. Rows waiting for
+//! `settle` are picked up when their time comes.
+
+use crate::code::matched_files;
+use crate::engine::Db;
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::staleness::Report;
+use notify::{RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How watch mode polls and debounces.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// How often `PRAGMA data_version` is read.
+    pub poll: Duration,
+    /// How long to wait after a change for more changes before refreshing.
+    pub debounce: Duration,
+    /// Lease time-to-live for this worker.
+    pub lease_ttl: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            poll: Duration::from_millis(200),
+            debounce: Duration::from_millis(100),
+            lease_ttl: crate::engine::DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
+/// What watch mode did, for the caller to print.
+#[derive(Debug)]
+pub enum WatchEvent {
+    /// A refresh ran.
+    Refreshed {
+        /// Why: "start", "input", "files", or "settle".
+        cause: &'static str,
+        /// What it did.
+        report: Report,
+    },
+    /// Declared files changed; the database was reopened with new code versions.
+    FilesChanged(Vec<PathBuf>),
+}
+
+/// Watches the database at `path` with the registered graph until `stop` is set.
+pub fn watch(
+    path: &Path,
+    options: &WatchOptions,
+    stop: &Arc<AtomicBool>,
+    on_event: impl FnMut(WatchEvent),
+) -> Result<()> {
+    watch_with(path, Graph::from_registry()?, options, stop, on_event)
+}
+
+/// The directories to watch for a graph's declared files: the part of each
+/// glob before its first wildcard.
+fn watched_dirs(graph: &Graph) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for node in graph.nodes() {
+        for pattern in node.files {
+            let literal: PathBuf = Path::new(pattern)
+                .components()
+                .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+                .collect();
+            let mut dir = Path::new(node.base_dir).join(literal);
+            while !dir.is_dir() {
+                match dir.parent() {
+                    Some(p) => dir = p.to_owned(),
+                    None => break,
+                }
+            }
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
+}
+
+/// Like [`watch`], with an explicitly assembled graph.
+pub fn watch_with(
+    path: &Path,
+    graph: Graph,
+    options: &WatchOptions,
+    stop: &Arc<AtomicBool>,
+    mut on_event: impl FnMut(WatchEvent),
+) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if !event.kind.is_access() {
+                for p in event.paths {
+                    let _ = tx.send(p);
+                }
+            }
+        }
+    })
+    .map_err(|e| Error::Watch(e.to_string()))?;
+    for dir in watched_dirs(&graph) {
+        watcher
+            .watch(&dir, RecursiveMode::Recursive)
+            .map_err(|e| Error::Watch(format!("{}: {e}", dir.display())))?;
+    }
+    let declared: Vec<PathBuf> = graph
+        .nodes()
+        .iter()
+        .map(matched_files)
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+
+    let open = |graph: Graph| -> Result<Db> {
+        // The stop flag also cancels a refresh in progress.
+        let db = Db::open_with(path, graph)?.with_cancel_flag(stop.clone());
+        db.set_lease_ttl(options.lease_ttl);
+        Ok(db)
+    };
+    let mut db = open(graph.clone())?;
+    let run = |db: &Db, cause: &'static str, on_event: &mut dyn FnMut(WatchEvent)| -> Result<bool> {
+        match db.refresh() {
+            Ok(report) => {
+                let waiting = report.settling > 0 || report.skipped > 0;
+                on_event(WatchEvent::Refreshed { cause, report });
+                Ok(waiting)
+            }
+            Err(Error::Cancelled) => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    let mut waiting = run(&db, "start", &mut on_event)?;
+    let mut version = db.data_version()?;
+    let mut last_retry = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let mut changed_files: Vec<PathBuf> = Vec::new();
+        if let Ok(p) = rx.recv_timeout(options.poll) {
+            changed_files.push(p);
+            // Debounce: collect what follows closely.
+            let until = Instant::now() + options.debounce;
+            while let Ok(p) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                changed_files.push(p);
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        changed_files.retain(|p| {
+            declared.contains(p) || graph.nodes().iter().any(|n| !n.files.is_empty() && p.starts_with(n.base_dir))
+        });
+        changed_files.sort();
+        changed_files.dedup();
+        if !changed_files.is_empty() {
+            on_event(WatchEvent::FilesChanged(changed_files));
+            drop(db);
+            db = open(graph.clone())?;
+            waiting = run(&db, "files", &mut on_event)?;
+            version = db.data_version()?;
+            continue;
+        }
+        let now = db.data_version()?;
+        if now != version {
+            std::thread::sleep(options.debounce);
+            waiting = run(&db, "input", &mut on_event)?;
+            version = db.data_version()?;
+        } else if waiting && last_retry.elapsed() >= Duration::from_millis(500) {
+            waiting = run(&db, "settle", &mut on_event)?;
+            version = db.data_version()?;
+            last_retry = Instant::now();
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`watch`] until Ctrl-C, printing what happens.
+pub fn watch_until_interrupted(path: &Path, json: bool) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| Error::Watch(e.to_string()))?;
+    watch(path, &WatchOptions::default(), &stop, |event| match event {
+        WatchEvent::Refreshed { cause, report } => {
+            if json {
+                println!("{}", serde_json::json!({ "event": "refreshed", "cause": cause, "report": report }));
+            } else if report.calls() + report.blocked + report.settling > 0 || cause == "start" {
+                println!("refresh ({cause}): {report}");
+            }
+        }
+        WatchEvent::FilesChanged(files) => {
+            if json {
+                println!("{}", serde_json::json!({ "event": "files_changed", "files": files }));
+            } else {
+                for f in files {
+                    println!("changed: {}", f.display());
+                }
+            }
+        }
+    })
+}
