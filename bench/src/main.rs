@@ -31,6 +31,56 @@ pub struct Stage3 {
     pub z: i64,
 }
 
+/// Input of the CPU-bound benchmark: about `cost_us` of work per row.
+#[derive(Row, Debug, Clone, PartialEq)]
+#[row(input)]
+pub struct Heavy {
+    #[row(key)]
+    pub id: i64,
+    pub cost_us: i64,
+}
+
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct HeavyOut {
+    pub h: i64,
+}
+
+#[derive_table]
+fn burn(x: &Heavy) -> HeavyOut {
+    let until = Instant::now() + Duration::from_micros(x.cost_us as u64);
+    let mut h = x.id;
+    while Instant::now() < until {
+        h = h
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+    }
+    HeavyOut { h: h & 0xff }
+}
+
+/// A CPU-bound function (about 1 ms per row) over 2,000 rows: a full
+/// refresh with all cores, and with a single worker thread.
+fn cpu_bound(dir: &Path) -> (Duration, Duration) {
+    let run = |threads: Option<usize>| {
+        let path = dir.join(format!("heavy-{threads:?}.db"));
+        let _ = std::fs::remove_file(&path);
+        let db = Db::open(&path).unwrap();
+        db.put_all((0..2000).map(|id| Heavy { id, cost_us: 1000 }))
+            .unwrap();
+        let refresh = || time(|| db.refresh().unwrap());
+        let (d, r) = match threads {
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+                .install(refresh),
+            None => refresh(),
+        };
+        assert_eq!(r.tables["HeavyOut"].computed, 2000);
+        d
+    };
+    (run(None), run(Some(1)))
+}
+
 #[derive_table]
 fn stage1(i: &Item) -> Stage1 {
     Stage1 { x: i.v + 1 }
@@ -403,6 +453,15 @@ fn main() {
         get, raw, get.as_secs_f64() / raw.as_secs_f64()
     );
     drop(dbs);
+
+    let (all, one) = cpu_bound(&dir);
+    println!(
+        "(f) CPU-bound function (~1 ms/row), 2,000 rows: all {} cores {:.2?}, one worker {:.2?}: speed-up {:.2}x (target >= 1.7x on 2 cores)",
+        rayon::current_num_threads(),
+        all,
+        one,
+        one.as_secs_f64() / all.as_secs_f64()
+    );
 
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)

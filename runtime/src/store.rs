@@ -334,7 +334,7 @@ impl Store {
                  owner TEXT NOT NULL,
                  expires_ms INTEGER NOT NULL,
                  PRIMARY KEY (tbl, key)
-             ) STRICT;
+             ) STRICT, WITHOUT ROWID;
              COMMIT;"
         ))?;
         Ok(())
@@ -639,17 +639,15 @@ impl Store {
             let mut stmt = tx.prepare_cached(&sql)?;
             let nulls = vec![Value::Null; t.info.columns.len()];
             let code_value = Value::Text(code.to_owned());
-            let mut holds = tx.prepare_cached(
-                "SELECT 1 FROM rederive_leases WHERE tbl = ?1 AND key = ?2 AND owner = ?3",
-            )?;
+            // Fencing and release in one statement: only the current
+            // holder of the lease writes, and gives the lease back as it does.
             let mut release = tx.prepare_cached(
-                "DELETE FROM rederive_leases WHERE tbl = ?1 AND key = ?2 AND owner = ?3",
+                "DELETE FROM rederive_leases WHERE tbl = ?1 AND key = ?2 AND owner = ?3 RETURNING 1",
             )?;
             for o in outcomes {
                 let key_value = o.key.to_value();
                 if let Some(owner) = lease_owner {
-                    // Fencing: only the current holder of the lease writes.
-                    let held = holds
+                    let held = release
                         .query_row(
                             rusqlite::params![t.info.name, SqlValue(&key_value), owner],
                             |_| Ok(()),
@@ -660,7 +658,6 @@ impl Store {
                         written.push(Written::Rejected);
                         continue;
                     }
-                    release.execute(rusqlite::params![t.info.name, SqlValue(&key_value), owner])?;
                 }
                 let (values, status, message, origin) = match &o.kind {
                     OutcomeKind::Ok(v) => (v, Status::Ok, Value::Null, Value::Null),
