@@ -13,7 +13,7 @@ use crate::graph::{Graph, TableId};
 use crate::node::NodeDef;
 use crate::row::{Input, Row};
 use crate::staleness::{FailedRow, Report, StaleRow, Staleness, TableReport, TableStatus};
-use crate::store::{Outcome, OutcomeKind, RowState, Status, Store, Written};
+use crate::store::{Fence, Outcome, OutcomeKind, RowState, Status, Store, Written};
 use crate::value::{Key, Value};
 use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -176,6 +176,9 @@ impl Db {
         let worker = new_worker_id();
         let ttl = Arc::new(AtomicI64::new(DEFAULT_LEASE_TTL.as_millis() as i64));
         let path = store.path().map(Path::to_owned);
+        if path.is_some() {
+            store.register_worker(&worker, ttl.load(Ordering::Relaxed))?;
+        }
         let heartbeat = path
             .as_deref()
             .and_then(|p| start_heartbeat(p, worker.clone(), ttl.clone()));
@@ -236,7 +239,10 @@ impl Db {
     /// SQLite's `PRAGMA data_version`: changes whenever another connection
     /// commits to the database (how watch mode notices writes).
     pub fn data_version(&self) -> Result<i64> {
-        Ok(self.store().connection().query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        Ok(self
+            .store()
+            .connection()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     /// This process's worker id, as shown in `status`.
@@ -889,13 +895,22 @@ impl Db {
             .leasing
             .load(Ordering::Relaxed)
             .then(|| self.lease_owner());
+        let ttl = self.lease_ttl_ms.load(Ordering::Relaxed);
+        // A worker that is alone takes the table for the batch: one lease.
+        let solo = match &owner {
+            Some(owner) => self
+                .store()
+                .claim_table(name, &self.worker, owner, batch.len(), ttl)?,
+            None => None,
+        };
         let batch = match &owner {
             None => batch,
             Some(owner) => {
-                let ttl = self.lease_ttl_ms.load(Ordering::Relaxed);
                 let keys: Vec<&Key> = batch.iter().map(|(k, _)| k).collect();
-                let (claimed, revision) =
-                    self.store().claim(name, &keys, &self.worker, owner, ttl)?;
+                let (claimed, revision) = match solo {
+                    Some(revision) => (vec![true; keys.len()], revision),
+                    None => self.store().claim(name, &keys, &self.worker, owner, ttl)?,
+                };
                 let mut kept = Vec::with_capacity(batch.len());
                 let mut unneeded = Vec::new();
                 for ((key, work), got) in batch.into_iter().zip(claimed) {
@@ -924,7 +939,7 @@ impl Db {
                         }
                     }
                 }
-                if !unneeded.is_empty() {
+                if !unneeded.is_empty() && solo.is_none() {
                     let refs: Vec<&Key> = unneeded.iter().collect();
                     self.store().release(name, &refs, owner)?;
                 }
@@ -935,8 +950,12 @@ impl Db {
         if self.cancel.load(Ordering::SeqCst) {
             // Abandon the batch: write nothing, give the rows back.
             if let Some(owner) = &owner {
-                let keys: Vec<&Key> = outcomes.iter().map(|o| &o.key).collect();
-                self.store().release(name, &keys, owner)?;
+                if solo.is_some() {
+                    self.store().release_table(name, owner)?;
+                } else {
+                    let keys: Vec<&Key> = outcomes.iter().map(|o| &o.key).collect();
+                    self.store().release(name, &keys, owner)?;
+                }
             }
             return Err(Error::Cancelled);
         }
@@ -947,7 +966,11 @@ impl Db {
             code,
             &outcomes,
             outside_refresh,
-            owner.as_deref(),
+            match (&owner, solo) {
+                (None, _) => Fence::None,
+                (Some(owner), Some(_)) => Fence::Table(owner),
+                (Some(owner), None) => Fence::Rows(owner),
+            },
         )?;
         for (o, w) in outcomes.iter().zip(written) {
             match (w, &o.kind) {

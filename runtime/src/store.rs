@@ -180,11 +180,26 @@ fn fingerprint(graph: &Graph, id: TableId) -> String {
 /// Extends every lease of `worker` to `ttl_ms` from now, on its own
 /// connection (the heartbeat of a worker whose functions run long).
 pub fn extend_leases(conn: &Connection, worker: &str, ttl_ms: i64) -> Result<()> {
-    conn.execute(
+    let until = now_ms() + ttl_ms;
+    for sql in [
         "UPDATE rederive_leases SET expires_ms = ?2 WHERE worker = ?1",
-        rusqlite::params![worker, now_ms() + ttl_ms],
-    )?;
+        "UPDATE rederive_table_leases SET expires_ms = ?2 WHERE worker = ?1",
+        "UPDATE rederive_workers SET expires_ms = ?2 WHERE worker = ?1",
+    ] {
+        conn.execute(sql, rusqlite::params![worker, until])?;
+    }
     Ok(())
+}
+
+/// How a batch's results prove that their worker still holds the rows.
+#[derive(Debug, Clone, Copy)]
+pub enum Fence<'a> {
+    /// No leases (a private database, or leases turned off).
+    None,
+    /// Each row's lease, held by this owner.
+    Rows(&'a str),
+    /// The table lease of a worker that was alone, held by this owner.
+    Table(&'a str),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -334,6 +349,17 @@ impl Store {
                  owner TEXT NOT NULL,
                  expires_ms INTEGER NOT NULL,
                  PRIMARY KEY (tbl, key)
+             ) STRICT, WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS rederive_table_leases(
+                 tbl TEXT NOT NULL PRIMARY KEY,
+                 worker TEXT NOT NULL,
+                 owner TEXT NOT NULL,
+                 rows INTEGER NOT NULL,
+                 expires_ms INTEGER NOT NULL
+             ) STRICT, WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS rederive_workers(
+                 worker TEXT NOT NULL PRIMARY KEY,
+                 expires_ms INTEGER NOT NULL
              ) STRICT, WITHOUT ROWID;
              COMMIT;"
         ))?;
@@ -623,7 +649,7 @@ impl Store {
         code: &str,
         outcomes: &[Outcome],
         outside_refresh: bool,
-        lease_owner: Option<&str>,
+        fence: Fence<'_>,
     ) -> Result<Vec<Written>> {
         let t = graph.table(id);
         let sql = upsert_derived_sql(t.info, t.inputs.len());
@@ -635,6 +661,23 @@ impl Store {
             bump_epoch(&tx)?;
         }
         let mut written = Vec::with_capacity(outcomes.len());
+        if let Fence::Table(owner) = fence {
+            let held = tx
+                .prepare_cached(
+                    "DELETE FROM rederive_table_leases WHERE tbl = ?1 AND owner = ?2 RETURNING 1",
+                )?
+                .query_row(rusqlite::params![t.info.name, owner], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !held {
+                tx.commit()?;
+                return Ok(vec![Written::Rejected; outcomes.len()]);
+            }
+        }
+        let lease_owner = match fence {
+            Fence::Rows(owner) => Some(owner),
+            _ => None,
+        };
         {
             let mut stmt = tx.prepare_cached(&sql)?;
             let nulls = vec![Value::Null; t.info.columns.len()];
@@ -707,6 +750,65 @@ impl Store {
             .query_row([table], |r| r.get(0))?)
     }
 
+    /// Registers a worker as alive for `ttl_ms` (extended by its heartbeat).
+    pub fn register_worker(&self, worker: &str, ttl_ms: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO rederive_workers(worker, expires_ms) VALUES (?1, ?2)
+             ON CONFLICT(worker) DO UPDATE SET expires_ms = excluded.expires_ms",
+            rusqlite::params![worker, now_ms() + ttl_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Claims a whole table for one batch, when `worker` is the only live
+    /// worker and nobody else holds rows of the table: one lease instead of
+    /// one per row. Returns the revision at the time of the claim, or `None`
+    /// when other workers are about (then rows are claimed one by one).
+    ///
+    /// A worker that starts later registers first, then finds this lease
+    /// and leaves the table alone until the batch is written.
+    pub fn claim_table(
+        &mut self,
+        table: &str,
+        worker: &str,
+        owner: &str,
+        rows: usize,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let others: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM rederive_workers WHERE worker != ?1 AND expires_ms >= ?2)
+                     OR EXISTS(SELECT 1 FROM rederive_leases WHERE tbl = ?3 AND owner != ?4 AND expires_ms >= ?2)",
+            )?
+            .query_row(rusqlite::params![worker, now, table, owner], |r| r.get(0))?;
+        if others {
+            return Ok(None);
+        }
+        let got = tx
+            .prepare_cached(
+                "INSERT INTO rederive_table_leases(tbl, worker, owner, rows, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(tbl) DO UPDATE SET worker = excluded.worker, owner = excluded.owner,
+                   rows = excluded.rows, expires_ms = excluded.expires_ms
+                 WHERE expires_ms < ?6 OR owner = excluded.owner
+                 RETURNING 1",
+            )?
+            .query_row(rusqlite::params![table, worker, owner, rows as i64, now + ttl_ms, now], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !got {
+            return Ok(None);
+        }
+        let revision: i64 = tx
+            .prepare_cached("SELECT value FROM rederive_meta WHERE key = 'revision'")?
+            .query_row([], |r| r.get(0))?;
+        tx.commit()?;
+        Ok(Some(revision))
+    }
+
     /// Claims rows of `table` for `owner` (of process-level `worker`) until
     /// `ttl_ms` from now: a row is claimed unless another owner holds an
     /// unexpired lease on it. Returns which keys were claimed, and the
@@ -724,6 +826,18 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         let mut claimed = Vec::with_capacity(keys.len());
+        let table_held: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM rederive_table_leases WHERE tbl = ?1 AND owner != ?2 AND expires_ms >= ?3)",
+            )?
+            .query_row(rusqlite::params![table, owner, now], |r| r.get(0))?;
+        if table_held {
+            // Another worker holds the whole table for a batch.
+            let revision: i64 = tx
+                .prepare_cached("SELECT value FROM rederive_meta WHERE key = 'revision'")?
+                .query_row([], |r| r.get(0))?;
+            return Ok((vec![false; keys.len()], revision));
+        }
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO rederive_leases(tbl, key, worker, owner, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -768,17 +882,37 @@ impl Store {
         Ok(())
     }
 
-    /// Gives up every lease of a worker (on shutdown).
-    pub fn release_worker(&self, worker: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM rederive_leases WHERE worker = ?1", [worker])?;
+    /// Gives up a table lease that ended up unused.
+    pub fn release_table(&self, table: &str, owner: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM rederive_table_leases WHERE tbl = ?1 AND owner = ?2",
+            rusqlite::params![table, owner],
+        )?;
+        Ok(())
+    }
+
+    /// Gives up every lease of a worker and unregisters it (on shutdown).
+    pub fn release_worker(&mut self, worker: &str) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM rederive_leases WHERE worker = ?1", [worker])?;
+        tx.execute(
+            "DELETE FROM rederive_table_leases WHERE worker = ?1",
+            [worker],
+        )?;
+        tx.execute("DELETE FROM rederive_workers WHERE worker = ?1", [worker])?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Unexpired leases of a table, counted by owner.
     pub fn running(&self, table: &str) -> Result<Vec<(String, u64)>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT worker, count(*) FROM rederive_leases WHERE tbl = ?1 AND expires_ms >= ?2 \
+            "SELECT worker, sum(n) FROM (
+                 SELECT worker, count(*) AS n FROM rederive_leases WHERE tbl = ?1 AND expires_ms >= ?2 GROUP BY worker
+                 UNION ALL
+                 SELECT worker, rows FROM rederive_table_leases WHERE tbl = ?1 AND expires_ms >= ?2)
              GROUP BY worker ORDER BY worker",
         )?;
         let rows = stmt.query_map(rusqlite::params![table, now_ms()], |r| {

@@ -130,17 +130,18 @@ pub fn watch_with(
         Ok(db)
     };
     let mut db = open(graph.clone())?;
-    let run = |db: &Db, cause: &'static str, on_event: &mut dyn FnMut(WatchEvent)| -> Result<bool> {
-        match db.refresh() {
-            Ok(report) => {
-                let waiting = report.settling > 0 || report.skipped > 0;
-                on_event(WatchEvent::Refreshed { cause, report });
-                Ok(waiting)
+    let run =
+        |db: &Db, cause: &'static str, on_event: &mut dyn FnMut(WatchEvent)| -> Result<bool> {
+            match db.refresh() {
+                Ok(report) => {
+                    let waiting = report.settling > 0 || report.skipped > 0;
+                    on_event(WatchEvent::Refreshed { cause, report });
+                    Ok(waiting)
+                }
+                Err(Error::Cancelled) => Ok(false),
+                Err(e) => Err(e),
             }
-            Err(Error::Cancelled) => Ok(false),
-            Err(e) => Err(e),
-        }
-    };
+        };
     let mut waiting = run(&db, "start", &mut on_event)?;
     let mut version = db.data_version()?;
     let mut last_retry = Instant::now();
@@ -158,7 +159,11 @@ pub fn watch_with(
             break;
         }
         changed_files.retain(|p| {
-            declared.contains(p) || graph.nodes().iter().any(|n| !n.files.is_empty() && p.starts_with(n.base_dir))
+            declared.contains(p)
+                || graph
+                    .nodes()
+                    .iter()
+                    .any(|n| !n.files.is_empty() && p.starts_with(n.base_dir))
         });
         changed_files.sort();
         changed_files.dedup();
@@ -188,18 +193,25 @@ pub fn watch_with(
 pub fn watch_until_interrupted(path: &Path, json: bool) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| Error::Watch(e.to_string()))?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| Error::Watch(e.to_string()))?;
     watch(path, &WatchOptions::default(), &stop, |event| match event {
         WatchEvent::Refreshed { cause, report } => {
             if json {
-                println!("{}", serde_json::json!({ "event": "refreshed", "cause": cause, "report": report }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "event": "refreshed", "cause": cause, "report": report })
+                );
             } else if report.calls() + report.blocked + report.settling > 0 || cause == "start" {
                 println!("refresh ({cause}): {report}");
             }
         }
         WatchEvent::FilesChanged(files) => {
             if json {
-                println!("{}", serde_json::json!({ "event": "files_changed", "files": files }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "event": "files_changed", "files": files })
+                );
             } else {
                 for f in files {
                     println!("changed: {}", f.display());
