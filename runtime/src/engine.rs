@@ -307,6 +307,20 @@ impl Db {
         self.store().put_rows(&T::TABLE, &encoded)
     }
 
+    /// The keys of every row of an input table, in key order.
+    pub fn keys<T: Input>(&self) -> Result<Vec<Key>> {
+        let info = &T::TABLE;
+        self.id_of::<T>()?;
+        let mut out = Vec::new();
+        loop {
+            let page = self.store().keys_after(info, out.last(), BATCH)?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
+        }
+    }
+
     /// Deletes an input row and everything derived from it. Returns whether
     /// the row existed.
     pub fn delete<T: Input>(&self, key: impl Into<Key>) -> Result<bool> {
