@@ -309,16 +309,16 @@ impl Db {
 
     /// The keys of every row of an input table, in key order.
     pub fn keys<T: Input>(&self) -> Result<Vec<Key>> {
-        let info = &T::TABLE;
         self.id_of::<T>()?;
         let mut out = Vec::new();
-        loop {
-            let page = self.store().keys_after(info, out.last(), BATCH)?;
-            if page.is_empty() {
-                return Ok(out);
-            }
-            out.extend(page);
-        }
+        self.for_each_page(
+            |after| self.store().keys_after(&T::TABLE, after, BATCH),
+            |keys| {
+                out.extend(keys);
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
     /// Deletes an input row and everything derived from it. Returns whether
@@ -536,36 +536,34 @@ impl Db {
             let mut tables = self.with_inputs(id);
             tables.push(t.root);
             let now = crate::store::now_ms();
-            let mut after: Option<Key> = None;
-            loop {
-                let keys = self.store().keys_after(root, after.as_ref(), BATCH)?;
-                let Some(last) = keys.last().cloned() else {
-                    break;
-                };
-                for key in keys {
-                    let states = self.store().load_states(&self.graph, &tables, &key)?;
-                    let stored = states[0].as_ref().map(|s| s.status);
-                    let root_changed = states
-                        .last()
-                        .and_then(|s| s.as_ref())
-                        .map_or(0, |s| s.changed_ms);
-                    if stored.is_some() {
-                        st.rows += 1;
+            self.for_each_page(
+                |after| self.store().keys_after(root, after, BATCH),
+                |keys| {
+                    for key in keys {
+                        let states = self.store().load_states(&self.graph, &tables, &key)?;
+                        let stored = states[0].as_ref().map(|s| s.status);
+                        let root_changed = states
+                            .last()
+                            .and_then(|s| s.as_ref())
+                            .map_or(0, |s| s.changed_ms);
+                        if stored.is_some() {
+                            st.rows += 1;
+                        }
+                        let plan = self.plan(id, &key, states);
+                        if !matches!(plan, Plan::Fresh) && now < root_changed + settle_ms {
+                            st.settling += 1;
+                        }
+                        match (plan, stored) {
+                            (Plan::Fresh, Some(Status::Ok)) => st.fresh += 1,
+                            (Plan::Fresh, Some(Status::Error)) => st.failed += 1,
+                            (Plan::Fresh, Some(Status::Blocked)) => st.blocked += 1,
+                            (_, None) => st.missing += 1,
+                            (_, Some(_)) => st.stale += 1,
+                        }
                     }
-                    let plan = self.plan(id, &key, states);
-                    if !matches!(plan, Plan::Fresh) && now < root_changed + settle_ms {
-                        st.settling += 1;
-                    }
-                    match (plan, stored) {
-                        (Plan::Fresh, Some(Status::Ok)) => st.fresh += 1,
-                        (Plan::Fresh, Some(Status::Error)) => st.failed += 1,
-                        (Plan::Fresh, Some(Status::Blocked)) => st.blocked += 1,
-                        (_, None) => st.missing += 1,
-                        (_, Some(_)) => st.stale += 1,
-                    }
-                }
-                after = Some(last);
-            }
+                    Ok(())
+                },
+            )?;
             for (worker, n) in self.store().running(t.info.name)? {
                 st.running += n;
                 st.workers.push(worker);
@@ -575,49 +573,66 @@ impl Db {
         Ok(out)
     }
 
+    /// Calls `each` with every page of keys that `fetch(after)` returns,
+    /// from the start until an empty page.
+    fn for_each_page(
+        &self,
+        mut fetch: impl FnMut(Option<&Key>) -> Result<Vec<Key>>,
+        mut each: impl FnMut(Vec<Key>) -> Result<()>,
+    ) -> Result<()> {
+        let mut after: Option<Key> = None;
+        loop {
+            let keys = fetch(after.as_ref())?;
+            let Some(last) = keys.last().cloned() else {
+                return Ok(());
+            };
+            each(keys)?;
+            after = Some(last);
+        }
+    }
+
     /// Every failed row with its message and the rows it blocks.
     pub fn errors(&self) -> Result<Vec<FailedRow>> {
         let mut out = Vec::new();
         for id in self.graph.derived_in_order().collect::<Vec<_>>() {
             let info = self.graph.table(id).info;
             let root = self.graph.table(id).root;
-            let mut after: Option<Key> = None;
-            loop {
-                let keys =
+            self.for_each_page(
+                |after| {
                     self.store()
-                        .keys_with_status(info, Status::Error, after.as_ref(), BATCH)?;
-                let Some(last) = keys.last().cloned() else {
-                    break;
-                };
-                for key in keys {
-                    let downstream: Vec<TableId> = self.graph.derived_from_root(root).collect();
-                    let states = self.store().load_states(&self.graph, &downstream, &key)?;
-                    let message = states
-                        .iter()
-                        .zip(&downstream)
-                        .find(|(_, &t)| t == id)
-                        .and_then(|(s, _)| s.as_ref().and_then(|s| s.message.clone()))
-                        .unwrap_or_default();
-                    let blocks = states
-                        .iter()
-                        .zip(&downstream)
-                        .filter_map(|(s, &t)| {
-                            let s = s.as_ref()?;
-                            (s.status == Status::Blocked
-                                && s.message.as_deref() == Some(info.name)
-                                && s.origin_key.as_ref() == Some(&key))
-                            .then(|| (self.graph.table(t).info.name.to_owned(), key.clone()))
-                        })
-                        .collect();
-                    out.push(FailedRow {
-                        table: info.name.to_owned(),
-                        key,
-                        message,
-                        blocks,
-                    });
-                }
-                after = Some(last);
-            }
+                        .keys_with_status(info, Status::Error, after, BATCH)
+                },
+                |keys| {
+                    for key in keys {
+                        let downstream: Vec<TableId> = self.graph.derived_from_root(root).collect();
+                        let states = self.store().load_states(&self.graph, &downstream, &key)?;
+                        let message = states
+                            .iter()
+                            .zip(&downstream)
+                            .find(|(_, &t)| t == id)
+                            .and_then(|(s, _)| s.as_ref().and_then(|s| s.message.clone()))
+                            .unwrap_or_default();
+                        let blocks = states
+                            .iter()
+                            .zip(&downstream)
+                            .filter_map(|(s, &t)| {
+                                let s = s.as_ref()?;
+                                (s.status == Status::Blocked
+                                    && s.message.as_deref() == Some(info.name)
+                                    && s.origin_key.as_ref() == Some(&key))
+                                .then(|| (self.graph.table(t).info.name.to_owned(), key.clone()))
+                            })
+                            .collect();
+                        out.push(FailedRow {
+                            table: info.name.to_owned(),
+                            key,
+                            message,
+                            blocks,
+                        });
+                    }
+                    Ok(())
+                },
+            )?;
         }
         Ok(out)
     }
@@ -651,28 +666,27 @@ impl Db {
         let mut report = Report::default();
         for id in self.graph.derived_in_order().collect::<Vec<_>>() {
             let info = self.graph.table(id).info;
-            let mut after: Option<Key> = None;
-            loop {
-                let keys =
+            self.for_each_page(
+                |after| {
                     self.store()
-                        .keys_with_status(info, Status::Error, after.as_ref(), BATCH)?;
-                let Some(last) = keys.last().cloned() else {
-                    break;
-                };
-                let mut batch = Vec::new();
-                for key in keys {
-                    let states = self.load_with_inputs(id, &key)?;
-                    match self.plan_forced(id, &key, states) {
-                        Plan::Work(work) => batch.push((key, work)),
-                        Plan::Fresh | Plan::Wait => {}
+                        .keys_with_status(info, Status::Error, after, BATCH)
+                },
+                |keys| {
+                    let mut batch = Vec::new();
+                    for key in keys {
+                        let states = self.load_with_inputs(id, &key)?;
+                        match self.plan_forced(id, &key, states) {
+                            Plan::Work(work) => batch.push((key, work)),
+                            Plan::Fresh | Plan::Wait => {}
+                        }
                     }
-                }
-                if !batch.is_empty() {
-                    let r = self.execute(id, batch, None, true, true)?;
-                    report.record(info.name, r);
-                }
-                after = Some(last);
-            }
+                    if !batch.is_empty() {
+                        let r = self.execute(id, batch, None, true, true)?;
+                        report.record(info.name, r);
+                    }
+                    Ok(())
+                },
+            )?;
         }
         let rest = self.refresh()?;
         for (t, r) in rest.tables {
