@@ -211,6 +211,14 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
                         s.settling
                     );
                 }
+                for s in status.iter().filter(|s| !s.workers.is_empty()) {
+                    println!(
+                        "{}: {} rows running on {}",
+                        s.table,
+                        s.running,
+                        s.workers.join(", ")
+                    );
+                }
             }
             Ok(failures(bad))
         }
