@@ -236,9 +236,13 @@ const SAMPLES: &[(&str, &str)] = &[
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        // `define NAME SOURCE` writes a definition; everything else is the CLI.
-        Some("define") if args.len() == 4 => {
-            let path = rederive::cli::default_db_path();
+        // `define NAME SOURCE [--db PATH]` writes a definition; everything
+        // else is the CLI.
+        Some("define") if args.len() == 4 || (args.len() == 6 && args[4] == "--db") => {
+            let path = args
+                .get(5)
+                .map(Into::into)
+                .unwrap_or_else(rederive::cli::default_db_path);
             let result = Db::open(&path).and_then(|db| {
                 db.put(Definition {
                     name: args[2].clone(),

@@ -91,6 +91,13 @@ fn write_guard_refuses_an_old_result() -> rederive::Result<()> {
 
 #[test]
 fn lease_fencing_refuses_a_worker_whose_lease_was_taken_over() -> rederive::Result<()> {
+    // Alone, the slow worker claims the table for its batch; with another
+    // worker about, it claims the row. Both leases fence.
+    fencing(false)?;
+    fencing(true)
+}
+
+fn fencing(other_worker_first: bool) -> rederive::Result<()> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     STARTED.store(false, Ordering::SeqCst);
     RELEASE.store(false, Ordering::SeqCst);
@@ -98,6 +105,14 @@ fn lease_fencing_refuses_a_worker_whose_lease_was_taken_over() -> rederive::Resu
     let path = dir.path().join("fence.db");
     let slow = Db::open(&path)?;
     let fast = Db::open(&path)?;
+    if other_worker_first {
+        // The fast worker computes something first, which registers it.
+        fast.put(Setting {
+            name: "other".into(),
+            value: 2,
+        })?;
+        assert_eq!(fast.refresh()?.computed, 1);
+    }
     slow.put(Setting {
         name: "k".into(),
         value: 1,
@@ -120,7 +135,10 @@ fn lease_fencing_refuses_a_worker_whose_lease_was_taken_over() -> rederive::Resu
 
         // The slow worker's lease runs out (as if it had hung): the row is taken over.
         let conn = rusqlite::Connection::open(&path).unwrap();
+        // (Alone when it claimed, it holds the whole table for its batch.)
         conn.execute("UPDATE rederive_leases SET expires_ms = 0", [])
+            .unwrap();
+        conn.execute("UPDATE rederive_table_leases SET expires_ms = 0", [])
             .unwrap();
         let r = fast.refresh()?;
         assert_eq!(r.computed, 1, "{r:?}");

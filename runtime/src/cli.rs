@@ -82,8 +82,22 @@ pub enum GraphFormat {
 
 /// Parses the process's arguments, runs the command, and exits with its code.
 pub fn main() -> ! {
-    let code = run(Cli::parse());
-    std::process::exit(code)
+    use clap::{CommandFactory, FromArgMatches};
+    let program = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "rederive".into());
+    // Usage lines name the user's program; the version is rederive's.
+    let command =
+        Cli::command()
+            .name(program)
+            .version(concat!("(rederive ", env!("CARGO_PKG_VERSION"), ")"));
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    std::process::exit(run(cli))
 }
 
 /// The default database path: `$REDERIVE_DB`, else `<program>.db`.
@@ -240,7 +254,8 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
                 }
                 println!("{report}");
             }
-            Ok(failures(report.failed > 0))
+            // Failures present: from this run, or stored from before.
+            Ok(failures(report.failed > 0 || db.has_failures()?))
         }
         Command::Retry => {
             let db = open(path, false)?;

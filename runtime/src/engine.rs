@@ -46,6 +46,9 @@ pub struct Db {
     heartbeat: Option<Heartbeat>,
     /// Set to stop running refreshes (between batches; nothing half-written).
     cancel: Arc<AtomicBool>,
+    /// Whether this worker is registered as alive (done on its first claim,
+    /// so that opening a database to read it writes nothing).
+    registered: AtomicBool,
 }
 
 /// A thread that extends this worker's leases while its functions run.
@@ -65,7 +68,7 @@ impl Drop for Db {
                 let _ = t.join();
             }
         }
-        if self.leasing.load(Ordering::Relaxed) {
+        if self.registered.load(Ordering::Relaxed) {
             // A clean shutdown gives its leases back at once.
             let _ = self.store().release_worker(&self.worker);
         }
@@ -176,9 +179,6 @@ impl Db {
         let worker = new_worker_id();
         let ttl = Arc::new(AtomicI64::new(DEFAULT_LEASE_TTL.as_millis() as i64));
         let path = store.path().map(Path::to_owned);
-        if path.is_some() {
-            store.register_worker(&worker, ttl.load(Ordering::Relaxed))?;
-        }
         let heartbeat = path
             .as_deref()
             .and_then(|p| start_heartbeat(p, worker.clone(), ttl.clone()));
@@ -193,6 +193,7 @@ impl Db {
             worker,
             heartbeat,
             cancel: Arc::new(AtomicBool::new(false)),
+            registered: AtomicBool::new(false),
         })
     }
 
@@ -591,6 +592,21 @@ impl Db {
         }
     }
 
+    /// Whether any row of any table is stored as failed.
+    pub fn has_failures(&self) -> Result<bool> {
+        for id in self.graph.derived_in_order() {
+            let info = self.graph.table(id).info;
+            if !self
+                .store()
+                .keys_with_status(info, Status::Error, None, 1)?
+                .is_empty()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every failed row with its message and the rows it blocks.
     pub fn errors(&self) -> Result<Vec<FailedRow>> {
         let mut out = Vec::new();
@@ -924,6 +940,9 @@ impl Db {
             .load(Ordering::Relaxed)
             .then(|| self.lease_owner());
         let ttl = self.lease_ttl_ms.load(Ordering::Relaxed);
+        if owner.is_some() && !self.registered.swap(true, Ordering::SeqCst) {
+            self.store().register_worker(&self.worker, ttl)?;
+        }
         // A worker that is alone takes the table for the batch: one lease.
         let solo = match &owner {
             Some(owner) => self

@@ -838,6 +838,10 @@ impl Store {
                 .query_row([], |r| r.get(0))?;
             return Ok((vec![false; keys.len()], revision));
         }
+        // An expired table lease is taken over row by row: remove it, so
+        // that its worker's fence fails should it come back.
+        tx.prepare_cached("DELETE FROM rederive_table_leases WHERE tbl = ?1 AND expires_ms < ?2")?
+            .execute(rusqlite::params![table, now])?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO rederive_leases(tbl, key, worker, owner, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)

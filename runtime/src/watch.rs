@@ -142,8 +142,10 @@ pub fn watch_with(
                 Err(e) => Err(e),
             }
         };
-    let mut waiting = run(&db, "start", &mut on_event)?;
+    // The version is read before each refresh, so that a write landing
+    // during the refresh is noticed afterwards.
     let mut version = db.data_version()?;
+    let mut waiting = run(&db, "start", &mut on_event)?;
     let mut last_retry = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let mut changed_files: Vec<PathBuf> = Vec::new();
@@ -171,18 +173,18 @@ pub fn watch_with(
             on_event(WatchEvent::FilesChanged(changed_files));
             drop(db);
             db = open(graph.clone())?;
-            waiting = run(&db, "files", &mut on_event)?;
             version = db.data_version()?;
+            waiting = run(&db, "files", &mut on_event)?;
             continue;
         }
         let now = db.data_version()?;
         if now != version {
             std::thread::sleep(options.debounce);
+            version = db.data_version()?;
             waiting = run(&db, "input", &mut on_event)?;
-            version = db.data_version()?;
         } else if waiting && last_retry.elapsed() >= Duration::from_millis(500) {
-            waiting = run(&db, "settle", &mut on_event)?;
             version = db.data_version()?;
+            waiting = run(&db, "settle", &mut on_event)?;
             last_retry = Instant::now();
         }
     }
