@@ -523,7 +523,7 @@ impl Db {
                 ..TableStatus::default()
             };
             if t.info.input {
-                st.rows = self.store().counts(t.info)?.rows;
+                st.rows = self.store().row_count(t.info)?;
                 st.fresh = st.rows;
                 out.push(st);
                 continue;

@@ -2,12 +2,21 @@
 //! values and revisions, so that another backend (PostgreSQL) can take this
 //! module's place.
 //!
-//! Layout: `rederive_meta` (format version, revision counter),
-//! `rederive_tables` (each table's columns, code version and watermark), one
-//! STRICT table per input table (its columns + `__changed_at`,
-//! `__changed_ms`), and one per derived table (`__key`, the value columns,
-//! status, error, code version, `__changed_at`, and one `__in_N` column per
-//! input holding the input row's `__changed_at` when the row was computed).
+//! Layout:
+//! - `rederive_meta`: the format version, the revision counter (one per write
+//!   transaction) and the epoch (bumped by writes that can make rows stale
+//!   outside a refresh pass);
+//! - `rederive_tables`: each table's columns, its producer's code version, its
+//!   watermark (the revision up to which every input change was processed)
+//!   and its epoch mark (the epoch as of which it had no stale rows);
+//! - one STRICT table per input table: its columns, `__changed_at` (indexed)
+//!   and `__changed_ms`;
+//! - one STRICT table per derived table: `__key` (the root key), the value
+//!   columns, `__status`, `__error`, `__origin_key`, `__code`, `__changed_at`
+//!   (indexed), and one `__in_N` per input holding the input row's
+//!   `__changed_at` when the row was computed;
+//! - `rederive_leases`, `rederive_table_leases`, `rederive_workers`: row
+//!   leases, whole-table leases of a worker that is alone, and live workers.
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TableId};
@@ -101,17 +110,6 @@ pub enum Written {
     Unchanged,
     /// Not stored: the stored row was computed from newer inputs.
     Rejected,
-}
-
-/// How many rows of a derived table are in each state (for `status`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Rows stored.
-    pub rows: u64,
-    /// Rows with status error.
-    pub failed: u64,
-    /// Rows with status blocked.
-    pub blocked: u64,
 }
 
 pub(crate) fn quote(ident: &str) -> String {
@@ -1008,32 +1006,11 @@ impl Store {
         Ok(())
     }
 
-    /// Row counts of a table by status.
-    pub fn counts(&self, info: &TableInfo) -> Result<Counts> {
-        if info.input {
-            let rows: i64 = self.conn.query_row(
-                &format!("SELECT count(*) FROM {}", quote(info.name)),
-                [],
-                |r| r.get(0),
-            )?;
-            return Ok(Counts {
-                rows: rows as u64,
-                ..Counts::default()
-            });
-        }
-        let (rows, failed, blocked): (i64, i64, i64) = self.conn.query_row(
-            &format!(
-                "SELECT count(*), coalesce(sum(__status = 1), 0), coalesce(sum(__status = 2), 0) FROM {}",
-                quote(info.name)
-            ),
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        Ok(Counts {
-            rows: rows as u64,
-            failed: failed as u64,
-            blocked: blocked as u64,
-        })
+    /// The number of rows of a table.
+    pub fn row_count(&self, info: &TableInfo) -> Result<u64> {
+        let sql = format!("SELECT count(*) FROM {}", quote(info.name));
+        let n: i64 = self.conn.query_row(&sql, [], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     /// Every key of a table, in key order, a page at a time.
