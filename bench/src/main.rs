@@ -454,6 +454,13 @@ fn main() {
     );
     drop(dbs);
 
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--full-build-rss", &big.to_string()])
+        .output()
+        .unwrap();
+    let rss = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    println!("(e) peak resident memory of the N={big} full build: {rss} MiB (target < 256)");
     let (all, one) = cpu_bound(&dir);
     println!(
         "(f) CPU-bound function (~1 ms/row), 2,000 rows: all {} cores {:.2?}, one worker {:.2?}: speed-up {:.2}x (target >= 1.7x on 2 cores)",
@@ -463,13 +470,6 @@ fn main() {
         one.as_secs_f64() / all.as_secs_f64()
     );
 
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--full-build-rss", &big.to_string()])
-        .output()
-        .unwrap();
-    let rss = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    println!("(e) peak resident memory of the N={big} full build: {rss} MiB (target < 256)");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
