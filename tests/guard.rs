@@ -156,3 +156,38 @@ fn fencing(other_worker_first: bool) -> rederive::Result<()> {
     assert_eq!(slow.explain::<Doubled>("k")?, Staleness::Fresh);
     Ok(())
 }
+
+#[test]
+fn a_row_deleted_while_computed_leaves_nothing_behind() -> rederive::Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    STARTED.store(false, Ordering::SeqCst);
+    RELEASE.store(false, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("delete.db");
+    let worker = Db::open(&path)?;
+    let user = Db::open(&path)?;
+    worker.put(Setting {
+        name: "k".into(),
+        value: 1,
+    })?;
+    std::thread::scope(|scope| -> rederive::Result<()> {
+        let refresh = scope.spawn(|| worker.refresh());
+        wait_started();
+        // The input row goes while its row is being computed.
+        assert!(user.delete::<Setting>("k")?);
+        RELEASE.store(true, Ordering::SeqCst);
+        let r = refresh.join().expect("refresh thread panicked")?;
+        assert_eq!((r.computed, r.skipped), (0, 1), "{r:?}");
+        Ok(())
+    })?;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM Doubled", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "no orphan derived row");
+    assert!(matches!(
+        user.get::<Doubled>("k"),
+        Err(rederive::Error::NotFound { .. })
+    ));
+    Ok(())
+}

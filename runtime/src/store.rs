@@ -736,6 +736,25 @@ impl Store {
                 });
             }
         }
+        // A root row deleted while its rows were being computed takes them
+        // along: what this batch inserted for it goes again (found through
+        // the index on `__changed_at`: only this batch's rows carry `rev`).
+        let root = graph.table(t.root).info;
+        let orphans = tx
+            .prepare_cached(&format!(
+                "DELETE FROM {t} WHERE __changed_at = ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM {r} WHERE {r}.{k} = {t}.__key) RETURNING __key",
+                t = quote(t.info.name),
+                r = quote(root.name),
+                k = key_column(root),
+            ))?
+            .query_map([rev], |r| Ok(from_ref(r.get_ref(0)?)))?
+            .collect::<rusqlite::Result<Vec<Value>>>()?;
+        for key in orphans.iter().filter_map(Key::from_value) {
+            if let Some(i) = outcomes.iter().position(|o| o.key == key) {
+                written[i] = Written::Rejected;
+            }
+        }
         tx.commit()?;
         Ok(written)
     }
