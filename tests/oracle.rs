@@ -310,6 +310,39 @@ fn get_value(db: &Db, t: usize, key: i64) -> Result<i64, Error> {
     })
 }
 
+/// `status` agrees with the model: per table, rows fresh / failed / blocked
+/// (computed from the current inputs and code), stale, and missing.
+fn check_status(db: &Db, model: &Model) {
+    let status = db.status().unwrap();
+    for (t, name) in TABLES.iter().enumerate() {
+        let mut want = [0u64; 5]; // fresh, failed, blocked, stale, missing
+        for &k in model.inputs.keys() {
+            let Some(row) = model.rows[t].get(&k) else {
+                want[4] += 1;
+                continue;
+            };
+            let current: Vec<Option<u64>> =
+                inputs_of(t).iter().map(|&i| model.ver_of(i, k)).collect();
+            let direct_fresh = row.code == model.code[t]
+                && current == row.ins.iter().map(|&v| Some(v)).collect::<Vec<_>>();
+            let slot = match (&row.outcome, direct_fresh) {
+                (_, false) => 3,
+                (Outcome::Ok(_), true) => 0,
+                (Outcome::Err(_), true) => 1,
+                (Outcome::Blocked(..), true) => 2,
+            };
+            want[slot] += 1;
+        }
+        let s = status.iter().find(|s| s.table == *name).unwrap();
+        assert_eq!(
+            [s.fresh, s.failed, s.blocked, s.stale, s.missing],
+            want,
+            "status of {name}"
+        );
+        assert_eq!(s.rows, model.rows[t].len() as u64, "rows of {name}");
+    }
+}
+
 fn check_explain(db: &Db, model: &Model) {
     for k in 0..6 {
         for (t, name) in TABLES.iter().enumerate() {
@@ -426,6 +459,7 @@ fn run(ops: Vec<Op>) {
         expected.sort();
         assert_eq!(take_calls(), expected, "calls after {op:?}");
         check_explain(&db, &model);
+        check_status(&db, &model);
     }
 }
 

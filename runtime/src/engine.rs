@@ -511,8 +511,8 @@ impl Db {
         Ok(out)
     }
 
-    /// Counts every table's rows by state. This reads every row (it is a
-    /// report for humans, not part of the incremental path).
+    /// Counts every table's rows by state, in one query per table over its
+    /// root table (a report for humans, not part of the incremental path).
     pub fn status(&self) -> Result<Vec<TableStatus>> {
         let mut out = Vec::new();
         for &id in self.graph.topological() {
@@ -528,43 +528,17 @@ impl Db {
                 out.push(st);
                 continue;
             }
-            let root = self.graph.table(t.root).info;
-            let settle_ms = self
-                .graph
-                .producer(id)
-                .map(|n| n.settle_ms as i64)
-                .unwrap_or(0);
-            let mut tables = self.with_inputs(id);
-            tables.push(t.root);
-            let now = crate::store::now_ms();
-            self.for_each_page(
-                |after| self.store().keys_after(root, after, BATCH),
-                |keys| {
-                    for key in keys {
-                        let states = self.store().load_states(&self.graph, &tables, &key)?;
-                        let stored = states[0].as_ref().map(|s| s.status);
-                        let root_changed = states
-                            .last()
-                            .and_then(|s| s.as_ref())
-                            .map_or(0, |s| s.changed_ms);
-                        if stored.is_some() {
-                            st.rows += 1;
-                        }
-                        let plan = self.plan(id, &key, states);
-                        if !matches!(plan, Plan::Fresh) && now < root_changed + settle_ms {
-                            st.settling += 1;
-                        }
-                        match (plan, stored) {
-                            (Plan::Fresh, Some(Status::Ok)) => st.fresh += 1,
-                            (Plan::Fresh, Some(Status::Error)) => st.failed += 1,
-                            (Plan::Fresh, Some(Status::Blocked)) => st.blocked += 1,
-                            (_, None) => st.missing += 1,
-                            (_, Some(_)) => st.stale += 1,
-                        }
-                    }
-                    Ok(())
-                },
-            )?;
+            let settle_ms = self.graph.producer(id).map_or(0, |n| n.settle_ms as i64);
+            let [rows, fresh, failed, blocked, missing, stale, settling] = self
+                .store()
+                .status_counts(&self.graph, id, self.codes[id].as_deref(), settle_ms)?;
+            st.rows = rows;
+            st.fresh = fresh;
+            st.failed = failed;
+            st.blocked = blocked;
+            st.missing = missing;
+            st.stale = stale;
+            st.settling = settling;
             for (worker, n) in self.store().running(t.info.name)? {
                 st.running += n;
                 st.workers.push(worker);

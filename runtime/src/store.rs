@@ -1025,6 +1025,62 @@ impl Store {
         Ok(())
     }
 
+    /// Counts a derived table's rows by state in one pass over its root
+    /// table: `[rows, fresh, failed, blocked, missing, stale, settling]`.
+    /// A row is fresh when it was computed with `code` from the current
+    /// `changed_at` of each input.
+    pub fn status_counts(
+        &self,
+        graph: &Graph,
+        id: TableId,
+        code: Option<&str>,
+        settle_ms: i64,
+    ) -> Result<[u64; 7]> {
+        let t = graph.table(id);
+        let root = graph.table(t.root).info;
+        let mut joins = format!(
+            " LEFT JOIN {} t ON t.__key = r.{}",
+            quote(t.info.name),
+            key_column(root)
+        );
+        let mut fresh = vec![
+            "t.__key IS NOT NULL".to_owned(),
+            "t.__code IS ?1".to_owned(),
+        ];
+        for (j, &input) in t.inputs.iter().enumerate() {
+            let info = graph.table(input).info;
+            joins.push_str(&format!(
+                " LEFT JOIN {} i{j} ON i{j}.{} = r.{}",
+                quote(info.name),
+                key_column(info),
+                key_column(root)
+            ));
+            fresh.push(format!("t.__in_{j} IS i{j}.__changed_at"));
+        }
+        let f = format!("({})", fresh.join(" AND "));
+        let sql = format!(
+            "SELECT count(t.__key),
+                    coalesce(sum({f} AND t.__status = 0), 0),
+                    coalesce(sum({f} AND t.__status = 1), 0),
+                    coalesce(sum({f} AND t.__status = 2), 0),
+                    coalesce(sum(t.__key IS NULL), 0),
+                    coalesce(sum(t.__key IS NOT NULL AND NOT {f}), 0),
+                    coalesce(sum(?2 > 0 AND NOT {f} AND r.__changed_ms > ?3 - ?2), 0)
+             FROM {r} r{joins}",
+            r = quote(root.name)
+        );
+        let counts =
+            self.conn
+                .query_row(&sql, rusqlite::params![code, settle_ms, now_ms()], |r| {
+                    let mut out = [0u64; 7];
+                    for (i, slot) in out.iter_mut().enumerate() {
+                        *slot = r.get::<_, i64>(i)? as u64;
+                    }
+                    Ok(out)
+                })?;
+        Ok(counts)
+    }
+
     /// The number of rows of a table.
     pub fn row_count(&self, info: &TableInfo) -> Result<u64> {
         let sql = format!("SELECT count(*) FROM {}", quote(info.name));
