@@ -7,13 +7,14 @@
 //! writes the results in batches. Its cost follows the number of changed
 //! rows, not the size of the tables.
 
+use crate::backend::{Backend, Fence, Outcome, OutcomeKind, RowState, Status, Written};
 use crate::code::code_version;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TableId};
 use crate::node::NodeDef;
 use crate::row::{Input, Row};
 use crate::staleness::{FailedRow, Report, StaleRow, Staleness, TableReport, TableStatus};
-use crate::store::{Fence, Outcome, OutcomeKind, RowState, Status, Store, Written};
+use crate::store::Store;
 use crate::value::{Key, Value};
 use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -30,7 +31,7 @@ pub(crate) const BATCH: usize = 512;
 /// `Db` is `Send + Sync`; its methods take `&self`. Functions run on a
 /// thread pool and never inside a write transaction.
 pub struct Db {
-    store: Mutex<Store>,
+    store: Mutex<Box<dyn Backend>>,
     graph: Graph,
     /// The current code version of each table's producer (by table id).
     codes: Vec<Option<String>>,
@@ -90,9 +91,11 @@ fn new_worker_id() -> String {
     )
 }
 
-fn start_heartbeat(path: &Path, worker: String, ttl: Arc<AtomicI64>) -> Option<Heartbeat> {
-    let conn = rusqlite::Connection::open(path).ok()?;
-    conn.busy_timeout(Duration::from_secs(10)).ok()?;
+fn start_heartbeat(
+    handle: Box<dyn Backend>,
+    worker: String,
+    ttl: Arc<AtomicI64>,
+) -> Option<Heartbeat> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
@@ -103,7 +106,7 @@ fn start_heartbeat(path: &Path, worker: String, ttl: Arc<AtomicI64>) -> Option<H
                 std::thread::sleep(Duration::from_millis(20));
                 let ttl_ms = ttl.load(Ordering::Relaxed);
                 if last.elapsed() >= Duration::from_millis((ttl_ms / 3).max(1) as u64) {
-                    let _ = crate::store::extend_leases(&conn, &worker, ttl_ms);
+                    let _ = handle.extend_leases(&worker, ttl_ms);
                     last = std::time::Instant::now();
                 }
             }
@@ -154,15 +157,17 @@ impl Db {
 
     /// Opens a database file with an explicitly assembled graph.
     pub fn open_with(path: impl AsRef<Path>, graph: Graph) -> Result<Db> {
-        Db::with_store(Store::open(path.as_ref())?, graph)
+        Db::open_backend(Box::new(Store::open(path.as_ref())?), graph)
     }
 
     /// Opens an in-memory database with an explicitly assembled graph.
     pub fn open_in_memory_with(graph: Graph) -> Result<Db> {
-        Db::with_store(Store::open_in_memory()?, graph)
+        Db::open_backend(Box::new(Store::open_in_memory()?), graph)
     }
 
-    fn with_store(mut store: Store, graph: Graph) -> Result<Db> {
+    /// Opens a database through any storage backend (the SQLite store is
+    /// what `open` uses), checking the graph against what it stores.
+    pub fn open_backend(mut store: Box<dyn Backend>, graph: Graph) -> Result<Db> {
         let codes = graph
             .tables()
             .iter()
@@ -178,16 +183,17 @@ impl Db {
             .collect();
         let worker = new_worker_id();
         let ttl = Arc::new(AtomicI64::new(DEFAULT_LEASE_TTL.as_millis() as i64));
-        let path = store.path().map(Path::to_owned);
-        let heartbeat = path
-            .as_deref()
-            .and_then(|p| start_heartbeat(p, worker.clone(), ttl.clone()));
+        // A backend with a second handle is shared with other workers: use
+        // leases, and keep them alive from a heartbeat thread.
+        let second = store.second_handle()?;
+        let shared = second.is_some();
+        let heartbeat = second.and_then(|h| start_heartbeat(h, worker.clone(), ttl.clone()));
         Ok(Db {
             store: Mutex::new(store),
             graph,
             codes,
             ancestry,
-            leasing: AtomicBool::new(path.is_some()),
+            leasing: AtomicBool::new(shared),
             lease_ttl_ms: AtomicI64::new(ttl.load(Ordering::Relaxed)),
             lease_ttl_shared: ttl,
             worker,
@@ -240,10 +246,7 @@ impl Db {
     /// SQLite's `PRAGMA data_version`: changes whenever another connection
     /// commits to the database (how watch mode notices writes).
     pub fn data_version(&self) -> Result<i64> {
-        Ok(self
-            .store()
-            .connection()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        self.store().data_version()
     }
 
     /// This process's worker id, as shown in `status`.
@@ -262,7 +265,7 @@ impl Db {
         &self.graph
     }
 
-    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Box<dyn Backend>> {
         // A panic while holding the lock cannot leave the store half-written
         // (every write is one transaction), so a poisoned lock is usable.
         self.store.lock().unwrap_or_else(|e| e.into_inner())

@@ -2,6 +2,7 @@
 //! re-exports what is public here.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod cli;
 pub mod code;
 pub mod engine;

@@ -18,6 +18,7 @@
 //! - `rederive_leases`, `rederive_table_leases`, `rederive_workers`: row
 //!   leases, whole-table leases of a worker that is alone, and live workers.
 
+use crate::backend::{Backend, ChangedRow, Fence, Outcome, OutcomeKind, RowState, Status, Written};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TableId};
 use crate::row::{ColumnDef, TableInfo};
@@ -31,86 +32,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The newest storage format this build reads and writes.
 pub const FORMAT: i64 = 1;
-
-/// A row's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Computed successfully (always, for input rows).
-    Ok = 0,
-    /// The function failed.
-    Error = 1,
-    /// An input failed.
-    Blocked = 2,
-}
-
-impl Status {
-    fn from_i64(i: i64) -> Status {
-        match i {
-            1 => Status::Error,
-            2 => Status::Blocked,
-            _ => Status::Ok,
-        }
-    }
-}
-
-/// What is stored about one row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowState {
-    /// The revision at which the row's value last changed.
-    pub changed_at: i64,
-    /// Ok, error or blocked.
-    pub status: Status,
-    /// The error message (error), or the failed table (blocked).
-    pub message: Option<String>,
-    /// The failed row's key (blocked).
-    pub origin_key: Option<Key>,
-    /// The code version it was computed with (derived rows).
-    pub code: Option<String>,
-    /// The `changed_at` of each input when it was computed (derived rows).
-    pub ins: Vec<i64>,
-    /// The value columns (NULL for failed and blocked rows).
-    pub values: Vec<Value>,
-    /// Wall-clock time of the last change, in ms since the epoch (input rows).
-    pub changed_ms: i64,
-}
-
-/// A result to store for one derived row.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The row's key.
-    pub key: Key,
-    /// The `changed_at` of each input it was computed from.
-    pub ins: Vec<i64>,
-    /// Value, error or block.
-    pub kind: OutcomeKind,
-}
-
-/// The result of computing one row.
-#[derive(Debug, Clone)]
-pub enum OutcomeKind {
-    /// The encoded row.
-    Ok(Vec<Value>),
-    /// The function's error message.
-    Error(String),
-    /// Not computed: this upstream row failed.
-    Blocked {
-        /// The failed table.
-        table: String,
-        /// The failed key.
-        key: Key,
-    },
-}
-
-/// What happened to one stored outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    /// Stored, and the value differs from before (or is new).
-    Changed,
-    /// Stored; the value equals the previous one, whose `changed_at` is kept.
-    Unchanged,
-    /// Not stored: the stored row was computed from newer inputs.
-    Rejected,
-}
 
 pub(crate) fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -189,17 +110,6 @@ pub fn extend_leases(conn: &Connection, worker: &str, ttl_ms: i64) -> Result<()>
     Ok(())
 }
 
-/// How a batch's results prove that their worker still holds the rows.
-#[derive(Debug, Clone, Copy)]
-pub enum Fence<'a> {
-    /// No leases (a private database, or leases turned off).
-    None,
-    /// Each row's lease, held by this owner.
-    Rows(&'a str),
-    /// The table lease of a worker that was alone, held by this owner.
-    Table(&'a str),
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -211,10 +121,6 @@ pub fn now_ms() -> i64 {
 type SqlCache = std::cell::RefCell<
     std::collections::HashMap<(Vec<TableId>, Option<TableId>, bool), std::sync::Arc<str>>,
 >;
-
-/// A changed row of a driver table: its key, its cursor, and its state in
-/// the tables asked for.
-pub type ChangedRow = (Key, (i64, i64), Vec<Option<RowState>>);
 
 /// The SQLite store.
 pub struct Store {
@@ -253,11 +159,6 @@ impl Store {
         };
         store.init()?;
         Ok(store)
-    }
-
-    /// The file, if any.
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
     }
 
     fn not_a_database(&self, reason: impl Into<String>) -> Error {
@@ -364,136 +265,6 @@ impl Store {
         Ok(())
     }
 
-    /// Brings the stored tables in line with the graph: creates missing
-    /// tables, rebuilds derived tables whose row type changed, adds new
-    /// nullable columns to input tables (anything else is an error), and
-    /// resets the watermark of tables whose code version changed.
-    pub fn sync_schema(&mut self, graph: &Graph, codes: &[Option<String>]) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for &id in graph.topological() {
-            let t = graph.table(id);
-            let name = t.info.name;
-            let fp = fingerprint(graph, id);
-            let stored: Option<(bool, String, Option<String>)> = tx
-                .query_row(
-                    "SELECT input, columns, code FROM rederive_tables WHERE name = ?1",
-                    [name],
-                    |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let code = codes[id].clone();
-            match stored {
-                None => {
-                    create_table(&tx, graph, id)?;
-                    tx.execute(
-                        "INSERT INTO rederive_tables(name, input, columns, code, watermark) VALUES (?1, ?2, ?3, ?4, 0)",
-                        rusqlite::params![name, t.info.input as i64, fp, code],
-                    )?;
-                }
-                Some((true, _, _)) if !t.info.input => {
-                    return Err(Error::SchemaChanged {
-                        table: name.to_owned(),
-                        detail: "it was an input table and is now derived; dropping it would lose input rows".into(),
-                    });
-                }
-                Some((was_input, old_fp, _)) if t.info.input && (old_fp != fp || !was_input) => {
-                    if !was_input {
-                        // A derived table became an input table: its rows can be recomputed
-                        // by nobody now, but they are derived data, so they may go.
-                        tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
-                        create_table(&tx, graph, id)?;
-                    } else {
-                        migrate_input(&tx, t.info, &old_fp)?;
-                    }
-                    tx.execute(
-                        "UPDATE rederive_tables SET input = 1, columns = ?2, code = NULL WHERE name = ?1",
-                        rusqlite::params![name, fp],
-                    )?;
-                }
-                Some((_, old_fp, _)) if !t.info.input && old_fp != fp => {
-                    // Derived data can always be recomputed: rebuild.
-                    tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
-                    create_table(&tx, graph, id)?;
-                    tx.execute(
-                        "UPDATE rederive_tables SET columns = ?2, code = ?3, watermark = 0, epoch_mark = 0 WHERE name = ?1",
-                        rusqlite::params![name, fp, code],
-                    )?;
-                }
-                Some((_, _, old_code)) if !t.info.input && old_code != code => {
-                    tx.execute(
-                        "UPDATE rederive_tables SET code = ?2, watermark = 0, epoch_mark = 0 WHERE name = ?1",
-                        rusqlite::params![name, code],
-                    )?;
-                }
-                Some(_) => {}
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The current revision.
-    pub fn revision(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT value FROM rederive_meta WHERE key = 'revision'")?
-            .query_row([], |r| r.get(0))?)
-    }
-
-    /// Writes input rows (each `values` in column order) under one new revision.
-    /// A row equal to the stored one keeps its `changed_at`.
-    pub fn put_rows(&mut self, info: &TableInfo, rows: &[Vec<Value>]) -> Result<()> {
-        let sql = upsert_input_sql(info);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let rev = next_revision(&tx)?;
-        bump_epoch(&tx)?;
-        let stamps = [Value::Integer(rev), Value::Integer(now_ms())];
-        {
-            let mut stmt = tx.prepare_cached(&sql)?;
-            for values in rows {
-                let params = values.iter().chain(&stamps).map(SqlValue);
-                stmt.execute(params_from_iter(params))?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Deletes an input row and every row derived from it. Returns whether
-    /// the input row existed.
-    pub fn delete_row(&mut self, graph: &Graph, id: TableId, key: &Key) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        next_revision(&tx)?;
-        bump_epoch(&tx)?;
-        let info = graph.table(id).info;
-        let k = key_param(key);
-        let n = tx.execute(
-            &format!(
-                "DELETE FROM {} WHERE {} = ?1",
-                quote(info.name),
-                key_column(info)
-            ),
-            [SqlValue(&k)],
-        )?;
-        for d in graph.derived_from_root(id) {
-            tx.execute(
-                &format!(
-                    "DELETE FROM {} WHERE __key = ?1",
-                    quote(graph.table(d).info.name)
-                ),
-                [SqlValue(&k)],
-            )?;
-        }
-        tx.commit()?;
-        Ok(n > 0)
-    }
-
     /// The SELECT that reads the state of one key in several tables: over a
     /// single key (`driver: None`), or over a page of a driver table's rows
     /// changed since a cursor. Built once per shape and cached.
@@ -572,9 +343,156 @@ impl Store {
         sql
     }
 
+    /// Direct access for tests and tools.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A second handle on the same file, for another thread.
+    pub fn reopen(&self) -> Result<Option<Store>> {
+        self.path.as_deref().map(Store::open).transpose()
+    }
+}
+
+impl Backend for Store {
+    /// The file, if any.
+    fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Brings the stored tables in line with the graph: creates missing
+    /// tables, rebuilds derived tables whose row type changed, adds new
+    /// nullable columns to input tables (anything else is an error), and
+    /// resets the watermark of tables whose code version changed.
+    fn sync_schema(&mut self, graph: &Graph, codes: &[Option<String>]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for &id in graph.topological() {
+            let t = graph.table(id);
+            let name = t.info.name;
+            let fp = fingerprint(graph, id);
+            let stored: Option<(bool, String, Option<String>)> = tx
+                .query_row(
+                    "SELECT input, columns, code FROM rederive_tables WHERE name = ?1",
+                    [name],
+                    |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let code = codes[id].clone();
+            match stored {
+                None => {
+                    create_table(&tx, graph, id)?;
+                    tx.execute(
+                        "INSERT INTO rederive_tables(name, input, columns, code, watermark) VALUES (?1, ?2, ?3, ?4, 0)",
+                        rusqlite::params![name, t.info.input as i64, fp, code],
+                    )?;
+                }
+                Some((true, _, _)) if !t.info.input => {
+                    return Err(Error::SchemaChanged {
+                        table: name.to_owned(),
+                        detail: "it was an input table and is now derived; dropping it would lose input rows".into(),
+                    });
+                }
+                Some((was_input, old_fp, _)) if t.info.input && (old_fp != fp || !was_input) => {
+                    if !was_input {
+                        // A derived table became an input table: its rows can be recomputed
+                        // by nobody now, but they are derived data, so they may go.
+                        tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
+                        create_table(&tx, graph, id)?;
+                    } else {
+                        migrate_input(&tx, t.info, &old_fp)?;
+                    }
+                    tx.execute(
+                        "UPDATE rederive_tables SET input = 1, columns = ?2, code = NULL WHERE name = ?1",
+                        rusqlite::params![name, fp],
+                    )?;
+                }
+                Some((_, old_fp, _)) if !t.info.input && old_fp != fp => {
+                    // Derived data can always be recomputed: rebuild.
+                    tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
+                    create_table(&tx, graph, id)?;
+                    tx.execute(
+                        "UPDATE rederive_tables SET columns = ?2, code = ?3, watermark = 0, epoch_mark = 0 WHERE name = ?1",
+                        rusqlite::params![name, fp, code],
+                    )?;
+                }
+                Some((_, _, old_code)) if !t.info.input && old_code != code => {
+                    tx.execute(
+                        "UPDATE rederive_tables SET code = ?2, watermark = 0, epoch_mark = 0 WHERE name = ?1",
+                        rusqlite::params![name, code],
+                    )?;
+                }
+                Some(_) => {}
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The current revision.
+    fn revision(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM rederive_meta WHERE key = 'revision'")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// Writes input rows (each `values` in column order) under one new revision.
+    /// A row equal to the stored one keeps its `changed_at`.
+    fn put_rows(&mut self, info: &TableInfo, rows: &[Vec<Value>]) -> Result<()> {
+        let sql = upsert_input_sql(info);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rev = next_revision(&tx)?;
+        bump_epoch(&tx)?;
+        let stamps = [Value::Integer(rev), Value::Integer(now_ms())];
+        {
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for values in rows {
+                let params = values.iter().chain(&stamps).map(SqlValue);
+                stmt.execute(params_from_iter(params))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes an input row and every row derived from it. Returns whether
+    /// the input row existed.
+    fn delete_row(&mut self, graph: &Graph, id: TableId, key: &Key) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        next_revision(&tx)?;
+        bump_epoch(&tx)?;
+        let info = graph.table(id).info;
+        let k = key_param(key);
+        let n = tx.execute(
+            &format!(
+                "DELETE FROM {} WHERE {} = ?1",
+                quote(info.name),
+                key_column(info)
+            ),
+            [SqlValue(&k)],
+        )?;
+        for d in graph.derived_from_root(id) {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {} WHERE __key = ?1",
+                    quote(graph.table(d).info.name)
+                ),
+                [SqlValue(&k)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
     /// The stored state of one key in several tables, in one query (every
     /// table of a root shares its key).
-    pub fn load_states(
+    fn load_states(
         &self,
         graph: &Graph,
         tables: &[TableId],
@@ -591,7 +509,7 @@ impl Store {
 
     /// Like [`Store::load_states`], with the value columns of the last
     /// table only (the others' values come back empty).
-    pub fn load_provenance(
+    fn load_provenance(
         &self,
         graph: &Graph,
         tables: &[TableId],
@@ -609,7 +527,7 @@ impl Store {
     /// Like [`Store::load_states`] for a page of keys: the rows of `driver`
     /// changed after `after` (through the index on `__changed_at`), each
     /// with its cursor and its state in `tables`.
-    pub fn load_changed_page(
+    fn load_changed_page(
         &self,
         graph: &Graph,
         driver: TableId,
@@ -640,7 +558,7 @@ impl Store {
     /// only if the write guard passes: every input it was computed from is
     /// at least as new as those of the stored row. A result equal to the
     /// stored row keeps its `changed_at` (early cutoff).
-    pub fn write_outcomes(
+    fn write_outcomes(
         &mut self,
         graph: &Graph,
         id: TableId,
@@ -760,7 +678,7 @@ impl Store {
     }
 
     /// The revision up to which every input change was processed for `table`.
-    pub fn watermark(&self, table: &str) -> Result<i64> {
+    fn watermark(&self, table: &str) -> Result<i64> {
         Ok(self
             .conn
             .prepare_cached("SELECT watermark FROM rederive_tables WHERE name = ?1")?
@@ -768,7 +686,7 @@ impl Store {
     }
 
     /// Registers a worker as alive for `ttl_ms` (extended by its heartbeat).
-    pub fn register_worker(&self, worker: &str, ttl_ms: i64) -> Result<()> {
+    fn register_worker(&self, worker: &str, ttl_ms: i64) -> Result<()> {
         self.conn.execute(
             "INSERT INTO rederive_workers(worker, expires_ms) VALUES (?1, ?2)
              ON CONFLICT(worker) DO UPDATE SET expires_ms = excluded.expires_ms",
@@ -784,7 +702,7 @@ impl Store {
     ///
     /// A worker that starts later registers first, then finds this lease
     /// and leaves the table alone until the batch is written.
-    pub fn claim_table(
+    fn claim_table(
         &mut self,
         table: &str,
         worker: &str,
@@ -830,7 +748,7 @@ impl Store {
     /// `ttl_ms` from now: a row is claimed unless another owner holds an
     /// unexpired lease on it. Returns which keys were claimed, and the
     /// revision at the time of the claim.
-    pub fn claim(
+    fn claim(
         &mut self,
         table: &str,
         keys: &[&Key],
@@ -887,7 +805,7 @@ impl Store {
     }
 
     /// Gives up leases (work abandoned, or found fresh after claiming).
-    pub fn release(&mut self, table: &str, keys: &[&Key], owner: &str) -> Result<()> {
+    fn release(&mut self, table: &str, keys: &[&Key], owner: &str) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -904,7 +822,7 @@ impl Store {
     }
 
     /// Gives up a table lease that ended up unused.
-    pub fn release_table(&self, table: &str, owner: &str) -> Result<()> {
+    fn release_table(&self, table: &str, owner: &str) -> Result<()> {
         self.conn.execute(
             "DELETE FROM rederive_table_leases WHERE tbl = ?1 AND owner = ?2",
             rusqlite::params![table, owner],
@@ -913,7 +831,7 @@ impl Store {
     }
 
     /// Gives up every lease of a worker and unregisters it (on shutdown).
-    pub fn release_worker(&mut self, worker: &str) -> Result<()> {
+    fn release_worker(&mut self, worker: &str) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -928,7 +846,7 @@ impl Store {
     }
 
     /// Unexpired leases of a table, counted by owner.
-    pub fn running(&self, table: &str) -> Result<Vec<(String, u64)>> {
+    fn running(&self, table: &str) -> Result<Vec<(String, u64)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT worker, sum(n) FROM (
                  SELECT worker, count(*) AS n FROM rederive_leases WHERE tbl = ?1 AND expires_ms >= ?2 GROUP BY worker
@@ -943,7 +861,7 @@ impl Store {
     }
 
     /// The current revision and epoch, read together.
-    pub fn revision_and_epoch(&self) -> Result<(i64, i64)> {
+    fn revision_and_epoch(&self) -> Result<(i64, i64)> {
         Ok(self
             .conn
             .prepare_cached(
@@ -954,7 +872,7 @@ impl Store {
     }
 
     /// Marks `table` as having no stale rows as of `epoch`.
-    pub fn raise_epoch_mark(&self, table: &str, epoch: i64) -> Result<()> {
+    fn raise_epoch_mark(&self, table: &str, epoch: i64) -> Result<()> {
         self.conn
             .prepare_cached(
                 "UPDATE rederive_tables SET epoch_mark = max(epoch_mark, ?2) WHERE name = ?1",
@@ -966,7 +884,7 @@ impl Store {
     /// The state of one row of `tables[last]`, read only if every table in
     /// `tables` is marked settled as of the current epoch (one query).
     /// `None` when some table may hold stale rows.
-    pub fn settled_row(
+    fn settled_row(
         &self,
         graph: &Graph,
         tables: &[TableId],
@@ -1016,7 +934,7 @@ impl Store {
     }
 
     /// Raises the watermark of `table` to `revision` (never lowers it).
-    pub fn raise_watermark(&self, table: &str, revision: i64) -> Result<()> {
+    fn raise_watermark(&self, table: &str, revision: i64) -> Result<()> {
         self.conn
             .prepare_cached(
                 "UPDATE rederive_tables SET watermark = max(watermark, ?2) WHERE name = ?1",
@@ -1029,7 +947,7 @@ impl Store {
     /// table: `[rows, fresh, failed, blocked, missing, stale, settling]`.
     /// A row is fresh when it was computed with `code` from the current
     /// `changed_at` of each input.
-    pub fn status_counts(
+    fn status_counts(
         &self,
         graph: &Graph,
         id: TableId,
@@ -1082,19 +1000,14 @@ impl Store {
     }
 
     /// The number of rows of a table.
-    pub fn row_count(&self, info: &TableInfo) -> Result<u64> {
+    fn row_count(&self, info: &TableInfo) -> Result<u64> {
         let sql = format!("SELECT count(*) FROM {}", quote(info.name));
         let n: i64 = self.conn.query_row(&sql, [], |r| r.get(0))?;
         Ok(n as u64)
     }
 
     /// Every key of a table, in key order, a page at a time.
-    pub fn keys_after(
-        &self,
-        info: &TableInfo,
-        after: Option<&Key>,
-        limit: usize,
-    ) -> Result<Vec<Key>> {
+    fn keys_after(&self, info: &TableInfo, after: Option<&Key>, limit: usize) -> Result<Vec<Key>> {
         let kc = key_column(info);
         let sql = match after {
             Some(_) => format!(
@@ -1121,7 +1034,7 @@ impl Store {
     }
 
     /// Keys of rows with the given status, a page at a time.
-    pub fn keys_with_status(
+    fn keys_with_status(
         &self,
         info: &TableInfo,
         status: Status,
@@ -1147,9 +1060,18 @@ impl Store {
         Ok(out)
     }
 
-    /// Direct access for tests and tools.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    fn extend_leases(&self, worker: &str, ttl_ms: i64) -> Result<()> {
+        extend_leases(&self.conn, worker, ttl_ms)
+    }
+
+    fn second_handle(&self) -> Result<Option<Box<dyn Backend>>> {
+        Ok(self.reopen()?.map(|s| Box::new(s) as Box<dyn Backend>))
     }
 }
 
