@@ -268,3 +268,85 @@ fn bad_keys_are_clear_errors() -> rederive::Result<()> {
     assert_eq!(err.to_string(), "no row 8 in `Doc`");
     Ok(())
 }
+
+mod bad {
+    use rederive::{derive_table, Row};
+    use serde::{Deserialize, Serialize};
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Settings {
+        pub depth: u8,
+    }
+    #[derive(Row, Debug, Clone, PartialEq)]
+    #[row(input)]
+    pub struct Config {
+        #[row(key)]
+        pub name: String,
+        #[row(json)]
+        pub settings: Settings,
+        pub flag: bool,
+    }
+    #[derive(Row, Debug, Clone, PartialEq)]
+    pub struct Depth {
+        pub depth: i64,
+    }
+    #[derive_table]
+    pub fn depth(c: &Config) -> Depth {
+        Depth {
+            depth: c.settings.depth.into(),
+        }
+    }
+}
+
+#[test]
+fn values_that_do_not_decode_are_errors_not_panics() -> rederive::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.db");
+    let graph = || Graph::new(vec![&<bad::Config as Row>::TABLE], vec![node("depth")]).unwrap();
+    let db = Db::open_with(&path, graph())?;
+    db.put(bad::Config {
+        name: "ok".into(),
+        settings: bad::Settings { depth: 3 },
+        flag: true,
+    })?;
+    db.put(bad::Config {
+        name: "broken".into(),
+        settings: bad::Settings { depth: 1 },
+        flag: false,
+    })?;
+    // Someone writes rows the types cannot hold: JSON of the wrong shape, a
+    // number out of range, a bool that is neither 0 nor 1.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        r#"UPDATE Config SET settings = '{"depth": 900}' WHERE name = 'broken'"#,
+        [],
+    )
+    .unwrap();
+    let err = db.get::<bad::Config>("broken").unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+    assert!(
+        err.to_string().contains("column `settings` of `Config`"),
+        "{err}"
+    );
+    // The function is not run on an input that does not decode; the failure
+    // is stored like any other, and blocks nothing else.
+    let r = db.refresh()?;
+    assert_eq!((r.computed, r.failed), (1, 1), "{r:?}");
+    match db.explain::<bad::Depth>("broken")? {
+        Staleness::Failed { message } => assert!(
+            message.contains("cannot decode input row of `Config`"),
+            "{message}"
+        ),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(db.get::<bad::Depth>("ok")?.depth, 3);
+    conn.execute("UPDATE Config SET flag = 7 WHERE name = 'ok'", [])
+        .unwrap();
+    let err = db.get::<bad::Config>("ok").unwrap_err();
+    assert!(err.to_string().contains("7 is not a bool"), "{err}");
+    // Nothing was lost: both rows are still there.
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM Config", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    Ok(())
+}
