@@ -84,6 +84,28 @@
 //! A function's `Err` and panics are stored with their message; rows
 //! downstream of a failed row are *blocked* and not run. Both are retried
 //! when an input or the code changes.
+//!
+//! # Running
+//!
+//! [`Db::refresh`] runs functions in parallel on all cores, outside any
+//! write transaction, and writes results in batches. Several threads and
+//! processes can refresh one database file: rows are claimed with leases
+//! (extended while functions run, taken over when a worker dies), and a
+//! result is stored only while its lease is held and only if it was computed
+//! from inputs at least as new as the stored row's. [`watch::watch`] keeps a
+//! database fresh as inputs and declared files change.
+//!
+//! # The CLI
+//!
+//! A program that declares tables embeds the command line with
+//! [`cli::main`]: `status`, `refresh`, `get TABLE KEY`, `explain TABLE KEY`,
+//! `errors`, `retry`, `graph --format dot|mermaid` and `watch`, each with
+//! `--json`, over `--db PATH`.
+//!
+//! # Replicas
+//!
+//! [`itc`] is the Interval Tree Clock library that replicas of a database
+//! will use to version input rows.
 #![warn(missing_docs)]
 
 pub use rederive_itc as itc;
