@@ -35,6 +35,33 @@ fn double(s: &Setting) -> Doubled {
     Doubled { value: s.value * 2 }
 }
 
+/// One test at a time (the gate is global): two handles on a fresh
+/// database file, the gate closed.
+struct Setup {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        STARTED.store(false, Ordering::SeqCst);
+        RELEASE.store(false, Ordering::SeqCst);
+        Setup {
+            _serial: serial,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("test.db")
+    }
+
+    fn two_workers(&self) -> rederive::Result<(Db, Db)> {
+        Ok((Db::open(self.path())?, Db::open(self.path())?))
+    }
+}
+
 fn wait_started() {
     while !STARTED.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(1));
@@ -43,13 +70,8 @@ fn wait_started() {
 
 #[test]
 fn write_guard_refuses_an_old_result() -> rederive::Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    STARTED.store(false, Ordering::SeqCst);
-    RELEASE.store(false, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("guard.db");
-    let slow = Db::open(&path)?;
-    let fast = Db::open(&path)?;
+    let setup = Setup::new();
+    let (slow, fast) = setup.two_workers()?;
     // Without leases, only the write guard stands between the two.
     slow.set_leasing(false);
     fast.set_leasing(false);
@@ -98,13 +120,9 @@ fn lease_fencing_refuses_a_worker_whose_lease_was_taken_over() -> rederive::Resu
 }
 
 fn fencing(other_worker_first: bool) -> rederive::Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    STARTED.store(false, Ordering::SeqCst);
-    RELEASE.store(false, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fence.db");
-    let slow = Db::open(&path)?;
-    let fast = Db::open(&path)?;
+    let setup = Setup::new();
+    let path = setup.path();
+    let (slow, fast) = setup.two_workers()?;
     if other_worker_first {
         // The fast worker computes something first, which registers it.
         fast.put(Setting {
@@ -159,13 +177,9 @@ fn fencing(other_worker_first: bool) -> rederive::Result<()> {
 
 #[test]
 fn a_row_deleted_while_computed_leaves_nothing_behind() -> rederive::Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    STARTED.store(false, Ordering::SeqCst);
-    RELEASE.store(false, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("delete.db");
-    let worker = Db::open(&path)?;
-    let user = Db::open(&path)?;
+    let setup = Setup::new();
+    let path = setup.path();
+    let (worker, user) = setup.two_workers()?;
     worker.put(Setting {
         name: "k".into(),
         value: 1,
