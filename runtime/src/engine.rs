@@ -42,8 +42,11 @@ pub struct Db {
     /// (not for a private in-memory database, which no one else can see).
     worker: String,
     leasing: AtomicBool,
-    lease_ttl_ms: AtomicI64,
-    lease_ttl_shared: Arc<AtomicI64>,
+    /// Whether other workers can see the database (a file, not a private
+    /// in-memory database).
+    shared: bool,
+    /// Lease time-to-live in milliseconds (shared with the heartbeat).
+    lease_ttl_ms: Arc<AtomicI64>,
     heartbeat: Option<Heartbeat>,
     /// Set to stop running refreshes (between batches; nothing half-written).
     cancel: Arc<AtomicBool>,
@@ -194,8 +197,8 @@ impl Db {
             codes,
             ancestry,
             leasing: AtomicBool::new(shared),
-            lease_ttl_ms: AtomicI64::new(ttl.load(Ordering::Relaxed)),
-            lease_ttl_shared: ttl,
+            shared,
+            lease_ttl_ms: ttl,
             worker,
             heartbeat,
             cancel: Arc::new(AtomicBool::new(false)),
@@ -209,7 +212,6 @@ impl Db {
     pub fn set_lease_ttl(&self, ttl: Duration) {
         let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
         self.lease_ttl_ms.store(ms, Ordering::Relaxed);
-        self.lease_ttl_shared.store(ms, Ordering::Relaxed);
     }
 
     /// Turns leases on or off. They are on for database files, so that
@@ -217,8 +219,7 @@ impl Db {
     /// once; a program that is the only writer of its database may turn
     /// them off to save the bookkeeping. The write guard stays on either way.
     pub fn set_leasing(&self, on: bool) {
-        let file = self.store().path().is_some();
-        self.leasing.store(on && file, Ordering::Relaxed);
+        self.leasing.store(on && self.shared, Ordering::Relaxed);
     }
 
     /// A flag that, once set, stops running and future refreshes of this
@@ -351,6 +352,16 @@ impl Db {
     /// Like [`Db::get`], by table id, returning the encoded columns.
     pub fn get_values(&self, id: TableId, key: &Key) -> Result<Vec<Value>> {
         let info = self.graph.table(id).info;
+        if info.input {
+            let state = self
+                .store()
+                .load_states(&self.graph, &[id], key)?
+                .pop()
+                .flatten();
+            return state
+                .map(|s| s.values)
+                .ok_or_else(|| self.not_found(id, key));
+        }
         let quick = self
             .store()
             .settled_row(&self.graph, &self.ancestry[id], key)?;
@@ -358,7 +369,8 @@ impl Db {
         // Else check this row's provenance upstream; else compute.
         let settled = match quick {
             Some(Some(state)) => Some(state),
-            _ => self.settled_state(id, key)?,
+            Some(None) => None,
+            None => self.settled_state(id, key)?,
         };
         let state = match settled {
             Some(state) => Some(state),
