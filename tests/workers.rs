@@ -50,9 +50,18 @@ fn digest(n: i64) -> i64 {
     (0..1000).fold(n, |acc, i| acc.wrapping_mul(31).wrapping_add(i))
 }
 
+/// Calls of `work` in this process, by id.
+static IN_PROCESS_CALLS: std::sync::Mutex<std::collections::BTreeMap<i64, u32>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 #[derive_table]
 fn work(job: &Job) -> Done {
     record_call(job.id);
+    *IN_PROCESS_CALLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(job.id)
+        .or_default() += 1;
     let until = Instant::now() + Duration::from_micros(job.cost_us as u64);
     while Instant::now() < until {
         std::hint::spin_loop();
@@ -219,4 +228,30 @@ fn a_killed_worker_is_taken_over_after_its_leases_expire() {
     // The victim did part of the work before it died.
     let by_victim = calls_per_id(&calls).len() as i64;
     assert!((40..rows).contains(&by_victim), "{by_victim}");
+}
+
+#[test]
+fn threads_sharing_one_db_compute_every_row_exactly_once() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Db>();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("threads.db")).unwrap();
+    // Ids of their own, so that other tests of this process don't count here.
+    let ids = 10_000..10_600;
+    db.put_all(ids.clone().map(|id| Job {
+        id,
+        n: id * 7,
+        cost_us: 100,
+    }))
+    .unwrap();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| refresh_until_done(&db));
+        }
+    });
+    let calls = IN_PROCESS_CALLS.lock().unwrap_or_else(|e| e.into_inner());
+    for id in ids {
+        assert_eq!(calls.get(&id), Some(&1), "calls of row {id}");
+        assert_eq!(db.get::<Done>(id).unwrap().digest, digest(id * 7));
+    }
 }
