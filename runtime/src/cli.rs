@@ -358,6 +358,7 @@ fn refresh_with_bars(db: &Db) -> Result<crate::staleness::Report, Error> {
             let b = multi.add(ProgressBar::new_spinner());
             b.set_style(style.clone());
             b.set_prefix(table.to_owned());
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
             b
         });
         bar.set_message(table_line(r));
