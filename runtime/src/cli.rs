@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// The database file [default: $REDERIVE_DB, else <program>.db].
+    /// The database file [default: $REDERIVE_DB, else the program's name + .db].
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.

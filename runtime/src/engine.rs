@@ -17,6 +17,7 @@ use crate::staleness::{FailedRow, Report, StaleRow, Staleness, TableReport, Tabl
 use crate::store::Store;
 use crate::value::{Key, Value};
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -456,10 +457,31 @@ impl Db {
         if t.info.input {
             return Ok(Staleness::Fresh);
         }
-        self.explain_derived(id, key)
+        self.explain_derived(id, key, &mut HashMap::new())
     }
 
-    fn explain_derived(&self, id: TableId, key: &Key) -> Result<Staleness> {
+    /// `seen` remembers the tables already explained for this key, so that a
+    /// graph with shared upstream tables (diamonds) is walked once.
+    fn explain_derived(
+        &self,
+        id: TableId,
+        key: &Key,
+        seen: &mut HashMap<TableId, Staleness>,
+    ) -> Result<Staleness> {
+        if let Some(s) = seen.get(&id) {
+            return Ok(s.clone());
+        }
+        let s = self.explain_derived_once(id, key, seen)?;
+        seen.insert(id, s.clone());
+        Ok(s)
+    }
+
+    fn explain_derived_once(
+        &self,
+        id: TableId,
+        key: &Key,
+        seen: &mut HashMap<TableId, Staleness>,
+    ) -> Result<Staleness> {
         let t = self.graph.table(id);
         let states = self.load_with_inputs(id, key)?;
         let Some(row) = &states[0] else {
@@ -467,7 +489,7 @@ impl Db {
         };
         for &input in &t.inputs {
             if !self.graph.table(input).info.input
-                && !self.explain_derived(input, key)?.is_settled()
+                && !self.explain_derived(input, key, seen)?.is_settled()
             {
                 return Ok(Staleness::UpstreamStale {
                     table: self.graph.table(input).info.name.to_owned(),
