@@ -350,3 +350,38 @@ fn values_that_do_not_decode_are_errors_not_panics() -> rederive::Result<()> {
     assert_eq!(n, 2);
     Ok(())
 }
+
+#[test]
+fn opening_to_read_writes_nothing() -> rederive::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("read.db");
+    {
+        let db = Db::open_with(&path, graph_v1())?;
+        db.put(v1::Doc {
+            id: 1,
+            text: "abc".into(),
+        })?;
+        db.refresh()?;
+    }
+    let watcher = rusqlite::Connection::open(&path).unwrap();
+    let version = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("PRAGMA data_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = version(&watcher);
+    {
+        let db = Db::open_with(&path, graph_v1())?;
+        assert_eq!(db.explain::<v1::Len>(1)?, Staleness::Fresh);
+        assert_eq!(db.get::<v1::Len>(1)?.n, 3);
+        db.status()?;
+        db.errors()?;
+    }
+    assert_eq!(version(&watcher), before, "reading must not write");
+    // A write is seen.
+    Db::open_with(&path, graph_v1())?.put(v1::Doc {
+        id: 2,
+        text: "x".into(),
+    })?;
+    assert_ne!(version(&watcher), before);
+    Ok(())
+}

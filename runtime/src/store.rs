@@ -348,6 +348,31 @@ impl Store {
         &self.conn
     }
 
+    /// Whether every table of the graph is stored as the graph describes it,
+    /// with its current code version.
+    fn schema_in_sync(&self, graph: &Graph, codes: &[Option<String>]) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT input, columns, code FROM rederive_tables WHERE name = ?1")?;
+        for &id in graph.topological() {
+            let t = graph.table(id);
+            let stored: Option<(bool, String, Option<String>)> = stmt
+                .query_row([t.info.name], |r| {
+                    Ok((r.get::<_, i64>(0)? != 0, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let expected_code = if t.info.input {
+                None
+            } else {
+                codes[id].clone()
+            };
+            if stored != Some((t.info.input, fingerprint(graph, id), expected_code)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// A second handle on the same file, for another thread.
     pub fn reopen(&self) -> Result<Option<Store>> {
         self.path.as_deref().map(Store::open).transpose()
@@ -365,6 +390,12 @@ impl Backend for Store {
     /// nullable columns to input tables (anything else is an error), and
     /// resets the watermark of tables whose code version changed.
     fn sync_schema(&mut self, graph: &Graph, codes: &[Option<String>]) -> Result<()> {
+        // Most opens find everything as it was: check with reads first, so
+        // that opening a database to read it takes no write lock and writes
+        // nothing.
+        if self.schema_in_sync(graph, codes)? {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
