@@ -231,3 +231,58 @@ fn restart_finds_nothing_to_do() -> rederive::Result<()> {
     assert!(db.stale_from::<Source>("k5")?.is_empty());
     Ok(())
 }
+
+mod awkward {
+    use rederive::{derive_table, Row};
+    /// Table and column names that are SQL keywords, and a raw identifier.
+    #[derive(Row, Debug, Clone, PartialEq)]
+    #[row(input)]
+    pub struct Group {
+        #[row(key)]
+        pub r#type: String,
+        pub order: i64,
+        pub select: Option<Vec<u8>>,
+        pub ratio: f32,
+    }
+    #[derive(Row, Debug, Clone, PartialEq)]
+    pub struct Where {
+        pub from: String,
+    }
+    #[derive_table]
+    pub fn by(g: &Group) -> Where {
+        Where {
+            from: format!(
+                "{}:{}:{}",
+                g.r#type,
+                g.order,
+                g.select.as_ref().map_or(0, Vec::len)
+            ),
+        }
+    }
+}
+
+#[test]
+fn keywords_and_odd_keys_are_just_names() -> rederive::Result<()> {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = Db::open_in_memory()?;
+    let key = "it's \"quoted\"; DROP TABLE Group; --";
+    db.put(awkward::Group {
+        r#type: key.into(),
+        order: 3,
+        select: Some(vec![1, 2]),
+        ratio: 0.5,
+    })?;
+    db.put(awkward::Group {
+        r#type: "".into(),
+        order: -1,
+        select: None,
+        ratio: f32::MAX,
+    })?;
+    db.refresh()?;
+    assert_eq!(db.get::<awkward::Where>(key)?.from, format!("{key}:3:2"));
+    assert_eq!(db.get::<awkward::Where>("")?.from, ":-1:0");
+    assert_eq!(db.get::<awkward::Group>("")?.ratio, f32::MAX);
+    assert!(db.delete::<awkward::Group>(key)?);
+    assert_eq!(db.keys::<awkward::Group>()?, vec![rederive::Key::from("")]);
+    Ok(())
+}
