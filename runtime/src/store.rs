@@ -28,6 +28,7 @@ use rusqlite::{
     params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior,
 };
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The newest storage format this build reads and writes.
@@ -128,6 +129,7 @@ pub struct Store {
     path: Option<PathBuf>,
     sql_cache: SqlCache,
     settled_cache: SqlCache,
+    upsert_cache: UpsertCache,
 }
 
 impl Store {
@@ -144,6 +146,7 @@ impl Store {
             path: Some(path.to_owned()),
             sql_cache: SqlCache::default(),
             settled_cache: SqlCache::default(),
+            upsert_cache: Default::default(),
         };
         store.init()?;
         Ok(store)
@@ -156,6 +159,7 @@ impl Store {
             path: None,
             sql_cache: SqlCache::default(),
             settled_cache: SqlCache::default(),
+            upsert_cache: Default::default(),
         };
         store.init()?;
         Ok(store)
@@ -599,7 +603,6 @@ impl Backend for Store {
         fence: Fence<'_>,
     ) -> Result<Vec<Written>> {
         let t = graph.table(id);
-        let sql = upsert_derived_sql(t.info, t.inputs.len());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -607,7 +610,6 @@ impl Backend for Store {
         if outside_refresh {
             bump_epoch(&tx)?;
         }
-        let mut written = Vec::with_capacity(outcomes.len());
         if let Fence::Table(owner) = fence {
             let held = tx
                 .prepare_cached(
@@ -625,27 +627,28 @@ impl Backend for Store {
             Fence::Rows(owner) => Some(owner),
             _ => None,
         };
+        let mut written = vec![Written::Rejected; outcomes.len()];
+        let nulls = vec![Value::Null; t.info.columns.len()];
+        let code_value = Value::Text(code.to_owned());
+        // Each row's parameters, for the rows whose lease is held.
+        let mut rows: Vec<(usize, Vec<Value>)> = Vec::with_capacity(outcomes.len());
         {
-            let mut stmt = tx.prepare_cached(&sql)?;
-            let nulls = vec![Value::Null; t.info.columns.len()];
-            let code_value = Value::Text(code.to_owned());
             // Fencing and release in one statement: only the current
             // holder of the lease writes, and gives the lease back as it does.
             let mut release = tx.prepare_cached(
                 "DELETE FROM rederive_leases WHERE tbl = ?1 AND key = ?2 AND owner = ?3 RETURNING 1",
             )?;
-            for o in outcomes {
-                let key_value = o.key.to_value();
+            for (i, o) in outcomes.iter().enumerate() {
+                let key = o.key.to_value();
                 if let Some(owner) = lease_owner {
                     let held = release
                         .query_row(
-                            rusqlite::params![t.info.name, SqlValue(&key_value), owner],
+                            rusqlite::params![t.info.name, SqlValue(&key), owner],
                             |_| Ok(()),
                         )
                         .optional()?
                         .is_some();
                     if !held {
-                        written.push(Written::Rejected);
                         continue;
                     }
                 }
@@ -661,28 +664,43 @@ impl Backend for Store {
                         key.to_value(),
                     ),
                 };
-                let key = key_value;
-                let tail = [
+                let mut params = Vec::with_capacity(1 + values.len() + 5 + o.ins.len());
+                params.push(key);
+                params.extend(values.iter().cloned());
+                params.extend([
                     Value::Integer(status as i64),
                     message,
                     origin,
                     code_value.clone(),
                     Value::Integer(rev),
-                ];
-                let ins: Vec<Value> = o.ins.iter().map(|&i| Value::Integer(i)).collect();
-                let params = std::iter::once(&key)
-                    .chain(values)
-                    .chain(&tail)
-                    .chain(&ins)
-                    .map(SqlValue);
-                let changed: Option<i64> = stmt
-                    .query_row(params_from_iter(params), |r| r.get(0))
-                    .optional()?;
-                written.push(match changed {
-                    None => Written::Rejected,
-                    Some(c) if c == rev => Written::Changed,
-                    Some(_) => Written::Unchanged,
-                });
+                ]);
+                params.extend(o.ins.iter().map(|&i| Value::Integer(i)));
+                rows.push((i, params));
+            }
+        }
+        // Many rows per statement: fewer statement executions, same work.
+        let per_row = 1 + t.info.columns.len() + 5 + t.inputs.len();
+        let chunk_rows = (30_000 / per_row).clamp(1, UPSERT_ROWS);
+        for chunk in rows.chunks(chunk_rows) {
+            let sql = upsert_sql(&self.upsert_cache, t.info, t.inputs.len(), chunk.len());
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let index: std::collections::HashMap<&Key, usize> =
+                chunk.iter().map(|(i, _)| (&outcomes[*i].key, *i)).collect();
+            let mut returned = stmt.query(params_from_iter(
+                chunk.iter().flat_map(|(_, p)| p).map(SqlValue),
+            ))?;
+            while let Some(r) = returned.next()? {
+                let Some(key) = Key::from_value(&from_ref(r.get_ref(0)?)) else {
+                    continue;
+                };
+                let changed: i64 = r.get(1)?;
+                if let Some(&i) = index.get(&key) {
+                    written[i] = if changed == rev {
+                        Written::Changed
+                    } else {
+                        Written::Unchanged
+                    };
+                }
             }
         }
         // A root row deleted while its rows were being computed takes them
@@ -1316,7 +1334,22 @@ fn upsert_input_sql(info: &TableInfo) -> String {
     )
 }
 
-fn upsert_derived_sql(info: &TableInfo, inputs: usize) -> String {
+type UpsertCache = std::cell::RefCell<std::collections::HashMap<(&'static str, usize), Arc<str>>>;
+
+/// The upsert of `rows` derived rows at once, built once per shape.
+fn upsert_sql(cache: &UpsertCache, info: &TableInfo, inputs: usize, rows: usize) -> Arc<str> {
+    if let Some(sql) = cache.borrow().get(&(info.name, rows)) {
+        return sql.clone();
+    }
+    let sql: Arc<str> = upsert_derived_sql(info, inputs, rows).into();
+    cache.borrow_mut().insert((info.name, rows), sql.clone());
+    sql
+}
+
+/// How many derived rows one upsert statement writes at most.
+const UPSERT_ROWS: usize = 64;
+
+fn upsert_derived_sql(info: &TableInfo, inputs: usize, rows: usize) -> String {
     let values: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
     let ins: Vec<String> = (0..inputs).map(|j| format!("__in_{j}")).collect();
     let mut cols = vec!["__key".to_owned()];
@@ -1332,7 +1365,15 @@ fn upsert_derived_sql(info: &TableInfo, inputs: usize) -> String {
         .map(String::from),
     );
     cols.extend(ins.iter().cloned());
-    let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+    let per_row = cols.len();
+    let groups: Vec<String> = (0..rows)
+        .map(|r| {
+            let ph: Vec<String> = (1..=per_row)
+                .map(|i| format!("?{}", r * per_row + i))
+                .collect();
+            format!("({})", ph.join(", "))
+        })
+        .collect();
     let mut same: Vec<String> = values
         .iter()
         .map(|c| format!("{c} IS excluded.{c}"))
@@ -1358,10 +1399,11 @@ fn upsert_derived_sql(info: &TableInfo, inputs: usize) -> String {
         guard.join(" AND ")
     };
     format!(
-        "INSERT INTO {t}({cols}) VALUES ({ph}) ON CONFLICT(__key) DO UPDATE SET {sets} WHERE {guard} RETURNING __changed_at",
+        "INSERT INTO {t}({cols}) VALUES {groups} ON CONFLICT(__key) DO UPDATE SET {sets} WHERE {guard} \
+         RETURNING __key, __changed_at",
         t = quote(info.name),
         cols = cols.join(", "),
-        ph = placeholders.join(", "),
+        groups = groups.join(", "),
         sets = sets.join(", "),
     )
 }
