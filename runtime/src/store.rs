@@ -476,19 +476,28 @@ impl Backend for Store {
     /// Writes input rows (each `values` in column order) under one new revision.
     /// A row equal to the stored one keeps its `changed_at`.
     fn put_rows(&mut self, info: &TableInfo, rows: &[Vec<Value>]) -> Result<()> {
-        let sql = upsert_input_sql(info);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rev = next_revision(&tx)?;
         bump_epoch(&tx)?;
         let stamps = [Value::Integer(rev), Value::Integer(now_ms())];
-        {
-            let mut stmt = tx.prepare_cached(&sql)?;
-            for values in rows {
-                let params = values.iter().chain(&stamps).map(SqlValue);
-                stmt.execute(params_from_iter(params))?;
-            }
+        // Many rows per statement, as for derived rows. A key given twice is
+        // upserted twice, in order: the last value wins.
+        let chunk_rows = (30_000 / (info.columns.len() + 2)).clamp(1, UPSERT_ROWS);
+        for chunk in rows.chunks(chunk_rows) {
+            let sql = {
+                let mut cache = self.upsert_cache.borrow_mut();
+                cache
+                    .entry((info.name, chunk.len()))
+                    .or_insert_with(|| upsert_input_sql(info, chunk.len()).into())
+                    .clone()
+            };
+            let params = chunk
+                .iter()
+                .flat_map(|values| values.iter().chain(&stamps))
+                .map(SqlValue);
+            tx.prepare_cached(&sql)?.execute(params_from_iter(params))?;
         }
         tx.commit()?;
         Ok(())
@@ -1299,10 +1308,18 @@ fn migrate_input(tx: &Connection, info: &TableInfo, old_fp: &str) -> Result<()> 
     })
 }
 
-fn upsert_input_sql(info: &TableInfo) -> String {
+fn upsert_input_sql(info: &TableInfo, rows: usize) -> String {
     let cols: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
     let key = key_column(info);
-    let placeholders: Vec<String> = (1..=cols.len() + 2).map(|i| format!("?{i}")).collect();
+    let per_row = cols.len() + 2;
+    let groups: Vec<String> = (0..rows)
+        .map(|r| {
+            let ph: Vec<String> = (1..=per_row)
+                .map(|i| format!("?{}", r * per_row + i))
+                .collect();
+            format!("({})", ph.join(", "))
+        })
+        .collect();
     let others: Vec<&String> = cols
         .iter()
         .enumerate()
@@ -1327,10 +1344,10 @@ fn upsert_input_sql(info: &TableInfo) -> String {
         )
     };
     format!(
-        "INSERT INTO {t}({cols}, __changed_at, __changed_ms) VALUES ({ph}) ON CONFLICT({key}) {conflict}",
+        "INSERT INTO {t}({cols}, __changed_at, __changed_ms) VALUES {groups} ON CONFLICT({key}) {conflict}",
         t = quote(info.name),
         cols = cols.join(", "),
-        ph = placeholders.join(", "),
+        groups = groups.join(", "),
     )
 }
 
