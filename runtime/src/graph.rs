@@ -53,6 +53,14 @@ pub enum GraphProblem {
         /// The tables in the cycle, sorted.
         tables: Vec<String>,
     },
+    /// A table description that no `#[derive(Row)]` would produce (a
+    /// hand-assembled graph): an input table without a valid key column.
+    InvalidTable {
+        /// The table.
+        table: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A function whose inputs have different roots.
     MixedRoots {
         /// The function.
@@ -82,6 +90,7 @@ impl fmt::Display for GraphProblem {
                 "`{function}` returns the input table `{table}`; input tables are written only by users"
             ),
             GraphProblem::Cycle { description, .. } => write!(f, "dependency cycle: {description}"),
+                        GraphProblem::InvalidTable { table, reason } => write!(f, "table `{table}` is invalid: {reason}"),
             GraphProblem::MixedRoots { function, roots } => write!(
                 f,
                 "the inputs of `{function}` have different roots: `{}` and `{}`",
@@ -150,6 +159,12 @@ impl Graph {
         let mut table_nodes = Vec::new();
         let mut by_name = BTreeMap::new();
         for (name, same) in &infos {
+            if let Some(reason) = invalid_table(same[0]) {
+                problems.push(GraphProblem::InvalidTable {
+                    table: name.to_string(),
+                    reason,
+                });
+            }
             if same.len() > 1 {
                 problems.push(GraphProblem::DuplicateTable {
                     table: name.to_string(),
@@ -407,6 +422,26 @@ impl Graph {
             }
         }
         s
+    }
+}
+
+/// Why a table description cannot be stored, if it cannot.
+fn invalid_table(info: &TableInfo) -> Option<String> {
+    use crate::value::SqlType;
+    match (info.input, info.key) {
+        (true, None) => Some("an input table needs a key column".into()),
+        (true, Some(i)) => match info.columns.get(i) {
+            None => Some(format!(
+                "key column {i} is out of range ({} columns)",
+                info.columns.len()
+            )),
+            Some(c) if !matches!(c.ty, SqlType::Integer | SqlType::Text) || c.nullable => Some(
+                format!("key column `{}` must be a non-null integer or text", c.name),
+            ),
+            Some(_) => None,
+        },
+        (false, Some(_)) => Some("a derived table has no key column of its own".into()),
+        (false, None) => None,
     }
 }
 
@@ -677,6 +712,40 @@ mod tests {
         assert_eq!(
             p[0].to_string(),
             "two row types are named `A`: `test::A` and `other::A`"
+        );
+    }
+
+    #[test]
+    fn invalid_hand_made_tables() {
+        let good = table("A", true);
+        let no_key = Box::leak(Box::new(TableInfo {
+            name: "NoKey",
+            key: None,
+            ..*good
+        }));
+        let out_of_range = Box::leak(Box::new(TableInfo {
+            name: "Far",
+            key: Some(5),
+            ..*good
+        }));
+        let keyed_derived = Box::leak(Box::new(TableInfo {
+            name: "Keyed",
+            input: false,
+            key: Some(0),
+            ..*good
+        }));
+        let p = problems(Graph::new(
+            vec![no_key, out_of_range, keyed_derived],
+            vec![],
+        ));
+        let text: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "table `Far` is invalid: key column 5 is out of range (1 columns)",
+                "table `Keyed` is invalid: a derived table has no key column of its own",
+                "table `NoKey` is invalid: an input table needs a key column",
+            ]
         );
     }
 
