@@ -159,6 +159,13 @@ fn watch_notices_other_processes_and_declared_files() {
     assert!(status.success());
     wait_for(&rx, "refreshed input: 1 computed");
 
+    // A file beside the declared ones that no glob matches changes nothing.
+    std::fs::write(dir.path().join("config/notes.md"), "not a rule").unwrap();
+    let quiet_until = Instant::now() + Duration::from_millis(400);
+    while let Ok(e) = rx.recv_timeout(quiet_until.saturating_duration_since(Instant::now())) {
+        assert!(!e.starts_with("files"), "an undeclared file triggered: {e}");
+    }
+
     // A declared file changes: the code version changes, rows are recomputed.
     let before = CALLS.load(Ordering::SeqCst);
     std::fs::write(&config, "limit = 2").unwrap();

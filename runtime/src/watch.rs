@@ -65,16 +65,29 @@ pub fn watch(
     watch_with(path, Graph::from_registry()?, options, stop, on_event)
 }
 
+fn has_wildcard(part: &str) -> bool {
+    part.contains(['*', '?', '['])
+}
+
 /// The directories to watch for a graph's declared files: the part of each
-/// glob before its first wildcard.
-fn watched_dirs(graph: &Graph) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
+/// glob before its first wildcard, watched recursively only when the glob
+/// has a wildcard in a directory part (`src/**/*.txt`), so that a glob like
+/// `*.toml` at the crate's root does not watch `target/`.
+fn watched_dirs(graph: &Graph) -> Vec<(PathBuf, RecursiveMode)> {
+    let mut dirs: Vec<(PathBuf, RecursiveMode)> = Vec::new();
     for node in graph.nodes() {
         for pattern in node.files {
-            let literal: PathBuf = Path::new(pattern)
+            let parts: Vec<String> = Path::new(pattern)
                 .components()
-                .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect();
+            let literal: PathBuf = parts.iter().take_while(|c| !has_wildcard(c)).collect();
+            let deep = parts.iter().rev().skip(1).any(|c| has_wildcard(c));
+            let mode = if deep {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
             let mut dir = Path::new(node.base_dir).join(literal);
             while !dir.is_dir() {
                 match dir.parent() {
@@ -82,12 +95,24 @@ fn watched_dirs(graph: &Graph) -> Vec<PathBuf> {
                     None => break,
                 }
             }
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
+            match dirs.iter_mut().find(|(d, _)| *d == dir) {
+                Some(entry) if deep => entry.1 = RecursiveMode::Recursive,
+                Some(_) => {}
+                None => dirs.push((dir, mode)),
             }
         }
     }
     dirs
+}
+
+/// The declared globs, as absolute patterns.
+fn declared_patterns(graph: &Graph) -> Vec<glob::Pattern> {
+    graph
+        .nodes()
+        .iter()
+        .flat_map(|n| n.files.iter().map(move |f| Path::new(n.base_dir).join(f)))
+        .filter_map(|p| glob::Pattern::new(&p.to_string_lossy()).ok())
+        .collect()
 }
 
 /// Like [`watch`], with an explicitly assembled graph.
@@ -109,11 +134,13 @@ pub fn watch_with(
         }
     })
     .map_err(|e| Error::Watch(e.to_string()))?;
-    for dir in watched_dirs(&graph) {
+    for (dir, mode) in watched_dirs(&graph) {
         watcher
-            .watch(&dir, RecursiveMode::Recursive)
+            .watch(&dir, mode)
             .map_err(|e| Error::Watch(format!("{}: {e}", dir.display())))?;
     }
+    // Files that matched at start (a deletion counts too) and the globs
+    // (new files count too).
     let declared: Vec<PathBuf> = graph
         .nodes()
         .iter()
@@ -122,6 +149,7 @@ pub fn watch_with(
         .into_iter()
         .flatten()
         .collect();
+    let patterns = declared_patterns(&graph);
 
     let open = |graph: Graph| -> Result<Db> {
         // The stop flag also cancels a refresh in progress.
@@ -160,13 +188,8 @@ pub fn watch_with(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        changed_files.retain(|p| {
-            declared.contains(p)
-                || graph
-                    .nodes()
-                    .iter()
-                    .any(|n| !n.files.is_empty() && p.starts_with(n.base_dir))
-        });
+        changed_files
+            .retain(|p| declared.contains(p) || patterns.iter().any(|g| g.matches_path(p)));
         changed_files.sort();
         changed_files.dedup();
         if !changed_files.is_empty() {
