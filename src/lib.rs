@@ -119,3 +119,8 @@ pub use rederive_runtime::{
 
 #[doc(hidden)]
 pub use rederive_runtime::__private;
+
+/// The README's example, compiled as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
