@@ -11,6 +11,8 @@ use crate::backend::{Backend, Fence, Outcome, OutcomeKind, RowState, Status, Wri
 use crate::code::code_version;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TableId};
+pub use crate::lease::DEFAULT_LEASE_TTL;
+use crate::lease::{new_worker_id, start_heartbeat, Heartbeat};
 use crate::node::NodeDef;
 use crate::row::{Input, Row};
 use crate::staleness::{FailedRow, Report, StaleRow, Staleness, TableReport, TableStatus};
@@ -20,7 +22,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -56,70 +58,16 @@ pub struct Db {
     registered: AtomicBool,
 }
 
-/// A thread that extends this worker's leases while its functions run.
-struct Heartbeat {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// How long a lease lasts unless extended.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
-
 impl Drop for Db {
     fn drop(&mut self) {
-        if let Some(h) = &mut self.heartbeat {
-            h.stop.store(true, Ordering::SeqCst);
-            if let Some(t) = h.thread.take() {
-                let _ = t.join();
-            }
+        if let Some(h) = self.heartbeat.take() {
+            h.stop();
         }
         if self.registered.load(Ordering::Relaxed) {
             // A clean shutdown gives its leases back at once.
             let _ = self.store().release_worker(&self.worker);
         }
     }
-}
-
-fn new_worker_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
-    let nonce = crate::store::now_ms() % 1_000_000;
-    format!(
-        "{host}:{}:{nonce}:{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn start_heartbeat(
-    handle: Box<dyn Backend>,
-    worker: String,
-    ttl: Arc<AtomicI64>,
-) -> Option<Heartbeat> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("rederive-heartbeat".into())
-        .spawn(move || {
-            let mut last = std::time::Instant::now();
-            while !flag.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(20));
-                let ttl_ms = ttl.load(Ordering::Relaxed);
-                if last.elapsed() >= Duration::from_millis((ttl_ms / 3).max(1) as u64) {
-                    let _ = handle.extend_leases(&worker, ttl_ms);
-                    last = std::time::Instant::now();
-                }
-            }
-        })
-        .ok()?;
-    Some(Heartbeat {
-        stop,
-        thread: Some(thread),
-    })
 }
 
 /// What to do about one derived row.
