@@ -62,7 +62,14 @@ fn parse(cx: &mut Ctxt, item: ItemFn, options: Options) -> Option<TableFn> {
     if let Some(v) = &sig.variadic {
         cx.error_spanned_by(v, "a `#[derive_table]` function cannot be variadic");
     }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+    // Lifetime parameters are harmless (`fn f<'a>(s: &'a Source)`); type and
+    // const parameters would make one function many tables.
+    let generic = sig
+        .generics
+        .params
+        .iter()
+        .any(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
+    if generic || sig.generics.where_clause.is_some() {
         cx.error_spanned_by(
             &sig.generics,
             "a `#[derive_table]` function cannot be generic: each function is one table of the graph",
@@ -77,6 +84,10 @@ fn parse(cx: &mut Ctxt, item: ItemFn, options: Options) -> Option<TableFn> {
                 "a `#[derive_table]` function cannot take `self`: write a free function whose parameters are `&Row`",
             ),
             FnArg::Typed(pt) => match &*pt.ty {
+                Type::Reference(r) if matches!(*r.elem, Type::ImplTrait(_)) => cx.error_spanned_by(
+                    &r.elem,
+                    "name the input's row type: `impl Trait` makes the function generic",
+                ),
                 Type::Reference(r) if r.mutability.is_none() => inputs.push((*r.elem).clone()),
                 Type::Reference(r) => cx.error_spanned_by(
                     r,
@@ -333,6 +344,19 @@ mod tests {
             ),
         );
         assert!(out.contains("impl __rd :: Produced for Ast"));
+    }
+
+    #[test]
+    fn lifetime_parameters_are_fine() {
+        let out = ok(
+            quote!(),
+            quote!(
+                fn f<'a>(s: &'a S, t: &'a U) -> T {
+                    todo!()
+                }
+            ),
+        );
+        assert!(out.contains("impl __rd :: Produced for T"));
     }
 
     #[test]

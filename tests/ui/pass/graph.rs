@@ -40,6 +40,15 @@ fn run(ast: &Ast, code: &Bytecode) -> Output {
     Output { text: format!("{} {:?}", ast.items, code.code) }
 }
 
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct Lengths { pub text: i64, pub note: Option<i64> }
+
+/// Lifetime parameters are fine; so are destructuring patterns.
+#[derive_table]
+fn lengths<'a>(Source { text, note, .. }: &'a Source) -> Lengths {
+    Lengths { text: text.len() as i64, note: note.as_ref().map(|n| n.len() as i64) }
+}
+
 fn main() {
     // The functions stay callable as written.
     let src = Source { name: "main".into(), text: "a b c".into(), note: None };
