@@ -181,9 +181,11 @@ pub struct TableStatus {
     pub input: bool,
     /// Rows stored.
     pub rows: u64,
-    /// Rows computed from the current inputs and code.
+    /// Rows computed from the current rows of their inputs with the current
+    /// code. (An input row may itself be stale: `status` looks one step
+    /// upstream; `explain` follows the whole way.)
     pub fresh: u64,
-    /// Rows whose inputs or code changed.
+    /// Rows whose input rows or code changed since they were computed.
     pub stale: u64,
     /// Root rows with no row here yet.
     pub missing: u64,
