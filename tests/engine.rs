@@ -286,3 +286,49 @@ fn keywords_and_odd_keys_are_just_names() -> rederive::Result<()> {
     assert_eq!(db.keys::<awkward::Group>()?, vec![rederive::Key::from("")]);
     Ok(())
 }
+
+mod wide {
+    use rederive::Row;
+    /// Unsigned counters: stored when they fit in SQLite's signed 64 bits.
+    #[derive(Row, Debug, Clone, PartialEq)]
+    #[row(input)]
+    pub struct Counter {
+        #[row(key)]
+        pub name: String,
+        pub hits: u64,
+        pub len: usize,
+        pub delta: isize,
+    }
+}
+
+#[test]
+fn wide_integers_are_stored_when_they_fit() -> rederive::Result<()> {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = Db::open_in_memory()?;
+    let fits = wide::Counter {
+        name: "a".into(),
+        hits: i64::MAX as u64,
+        len: 3,
+        delta: -4,
+    };
+    db.put(fits.clone())?;
+    assert_eq!(db.get::<wide::Counter>("a")?, fits);
+    let too_big = wide::Counter {
+        name: "b".into(),
+        hits: u64::MAX,
+        len: 0,
+        delta: 0,
+    };
+    let err = db.put(too_big).unwrap_err();
+    assert!(matches!(err, Error::Encode { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "cannot encode a `Counter` row: column `hits`: 18446744073709551615 does not fit in a signed 64-bit INTEGER column"
+    );
+    // Nothing of the refused batch was written.
+    assert!(matches!(
+        db.get::<wide::Counter>("b"),
+        Err(Error::NotFound { .. })
+    ));
+    Ok(())
+}

@@ -272,7 +272,10 @@ fn expand_row(row: &RowStruct) -> TokenStream {
             }
         } else {
             let ty = &f.ty;
-            quote_spanned! {ty.span()=> <#ty as __rd::Column>::to_value(&self.#field) }
+            quote_spanned! {ty.span()=>
+                <#ty as __rd::Column>::to_value(&self.#field)
+                    .map_err(|e| ::std::format!("column `{}`: {}", #name, e))?
+            }
         }
     });
 

@@ -153,7 +153,8 @@ impl From<&Key> for Key {
 
 /// A Rust type that maps to one SQL column.
 ///
-/// Implemented for integers up to `i64` (and `u8`..`u32`), `bool`, `f32`,
+/// Implemented for the integer types (`u64`, `usize` and `isize` only for
+/// values that fit in an `i64`), `bool`, `f32`,
 /// `f64`, `String`, `Vec<u8>` and `Option<T>` of those. Any other serde type
 /// can be stored as JSON text with `#[row(json)]`.
 #[diagnostic::on_unimplemented(
@@ -167,8 +168,9 @@ pub trait Column: Sized {
     const SQL: SqlType;
     /// Whether the column may hold NULL.
     const NULLABLE: bool = false;
-    /// Encodes the value.
-    fn to_value(&self) -> Value;
+    /// Encodes the value; the error says why it cannot be stored (an
+    /// unsigned integer above `i64::MAX`).
+    fn to_value(&self) -> Result<Value, String>;
     /// Decodes a stored value; the error says what was found instead.
     fn from_value(value: Value) -> Result<Self, String>;
 }
@@ -181,8 +183,8 @@ macro_rules! int_column {
     ($($t:ty),*) => {$(
         impl Column for $t {
             const SQL: SqlType = SqlType::Integer;
-            fn to_value(&self) -> Value {
-                Value::Integer(i64::from(*self))
+            fn to_value(&self) -> Result<Value, String> {
+                Ok(Value::Integer(i64::from(*self)))
             }
             fn from_value(value: Value) -> Result<Self, String> {
                 match value {
@@ -196,10 +198,33 @@ macro_rules! int_column {
 }
 int_column!(i8, i16, i32, i64, u8, u16, u32);
 
+/// Integer types wider than, or as wide as, SQLite's signed 64 bits: stored
+/// as INTEGER when the value fits, an error naming the value otherwise.
+macro_rules! wide_int_column {
+    ($($t:ty),*) => {$(
+        impl Column for $t {
+            const SQL: SqlType = SqlType::Integer;
+            fn to_value(&self) -> Result<Value, String> {
+                i64::try_from(*self)
+                    .map(Value::Integer)
+                    .map_err(|_| format!("{self} does not fit in a signed 64-bit INTEGER column"))
+            }
+            fn from_value(value: Value) -> Result<Self, String> {
+                match value {
+                    Value::Integer(i) => <$t>::try_from(i)
+                        .map_err(|_| format!("integer {i} out of range for {}", stringify!($t))),
+                    other => mismatch("INTEGER", &other),
+                }
+            }
+        }
+    )*};
+}
+wide_int_column!(u64, usize, isize);
+
 impl Column for bool {
     const SQL: SqlType = SqlType::Integer;
-    fn to_value(&self) -> Value {
-        Value::Integer(i64::from(*self))
+    fn to_value(&self) -> Result<Value, String> {
+        Ok(Value::Integer(i64::from(*self)))
     }
     fn from_value(value: Value) -> Result<Self, String> {
         match value {
@@ -213,8 +238,8 @@ impl Column for bool {
 
 impl Column for f64 {
     const SQL: SqlType = SqlType::Real;
-    fn to_value(&self) -> Value {
-        Value::Real(*self)
+    fn to_value(&self) -> Result<Value, String> {
+        Ok(Value::Real(*self))
     }
     fn from_value(value: Value) -> Result<Self, String> {
         match value {
@@ -227,8 +252,8 @@ impl Column for f64 {
 
 impl Column for f32 {
     const SQL: SqlType = SqlType::Real;
-    fn to_value(&self) -> Value {
-        Value::Real(f64::from(*self))
+    fn to_value(&self) -> Result<Value, String> {
+        Ok(Value::Real(f64::from(*self)))
     }
     fn from_value(value: Value) -> Result<Self, String> {
         f64::from_value(value).map(|f| f as f32)
@@ -237,8 +262,8 @@ impl Column for f32 {
 
 impl Column for String {
     const SQL: SqlType = SqlType::Text;
-    fn to_value(&self) -> Value {
-        Value::Text(self.clone())
+    fn to_value(&self) -> Result<Value, String> {
+        Ok(Value::Text(self.clone()))
     }
     fn from_value(value: Value) -> Result<Self, String> {
         match value {
@@ -250,8 +275,8 @@ impl Column for String {
 
 impl Column for Vec<u8> {
     const SQL: SqlType = SqlType::Blob;
-    fn to_value(&self) -> Value {
-        Value::Blob(self.clone())
+    fn to_value(&self) -> Result<Value, String> {
+        Ok(Value::Blob(self.clone()))
     }
     fn from_value(value: Value) -> Result<Self, String> {
         match value {
@@ -264,10 +289,10 @@ impl Column for Vec<u8> {
 impl<T: Column> Column for Option<T> {
     const SQL: SqlType = T::SQL;
     const NULLABLE: bool = true;
-    fn to_value(&self) -> Value {
+    fn to_value(&self) -> Result<Value, String> {
         match self {
             Some(v) => v.to_value(),
-            None => Value::Null,
+            None => Ok(Value::Null),
         }
     }
     fn from_value(value: Value) -> Result<Self, String> {
