@@ -362,6 +362,23 @@ impl Store {
         Ok(true)
     }
 
+    /// The state of one key in `tables`, with every table's values or only
+    /// the last one's.
+    fn load_key(
+        &self,
+        graph: &Graph,
+        tables: &[TableId],
+        key: &Key,
+        all_values: bool,
+    ) -> Result<Vec<Option<RowState>>> {
+        let sql = self.state_sql(graph, tables, None, all_values);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let k = key_param(key);
+        Ok(stmt.query_row([SqlValue(&k)], |r| {
+            read_states(graph, tables, r, &mut 1, all_values)
+        })?)
+    }
+
     /// A second handle on the same file, for another thread.
     pub fn reopen(&self) -> Result<Option<Store>> {
         self.path.as_deref().map(Store::open).transpose()
@@ -527,13 +544,7 @@ impl Backend for Store {
         tables: &[TableId],
         key: &Key,
     ) -> Result<Vec<Option<RowState>>> {
-        let sql = self.state_sql(graph, tables, None, true);
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let k = key_param(key);
-        let states = stmt.query_row([SqlValue(&k)], |r| {
-            read_states(graph, tables, r, &mut 1, true)
-        })?;
-        Ok(states)
+        self.load_key(graph, tables, key, true)
     }
 
     /// Like [`Store::load_states`], with the value columns of the last
@@ -544,13 +555,7 @@ impl Backend for Store {
         tables: &[TableId],
         key: &Key,
     ) -> Result<Vec<Option<RowState>>> {
-        let sql = self.state_sql(graph, tables, None, false);
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let k = key_param(key);
-        let states = stmt.query_row([SqlValue(&k)], |r| {
-            read_states(graph, tables, r, &mut 1, false)
-        })?;
-        Ok(states)
+        self.load_key(graph, tables, key, false)
     }
 
     /// Like [`Store::load_states`] for a page of keys: the rows of `driver`

@@ -179,28 +179,10 @@ fn mismatch<T>(expected: &str, found: &Value) -> Result<T, String> {
     Err(format!("expected {expected}, found {}", found.kind()))
 }
 
+/// Integers are INTEGER columns. Those wider than SQLite's signed 64 bits
+/// (`u64`, `usize`) are stored when the value fits, and refused with an
+/// error naming the value otherwise.
 macro_rules! int_column {
-    ($($t:ty),*) => {$(
-        impl Column for $t {
-            const SQL: SqlType = SqlType::Integer;
-            fn to_value(&self) -> Result<Value, String> {
-                Ok(Value::Integer(i64::from(*self)))
-            }
-            fn from_value(value: Value) -> Result<Self, String> {
-                match value {
-                    Value::Integer(i) => <$t>::try_from(i)
-                        .map_err(|_| format!("integer {i} out of range for {}", stringify!($t))),
-                    other => mismatch("INTEGER", &other),
-                }
-            }
-        }
-    )*};
-}
-int_column!(i8, i16, i32, i64, u8, u16, u32);
-
-/// Integer types wider than, or as wide as, SQLite's signed 64 bits: stored
-/// as INTEGER when the value fits, an error naming the value otherwise.
-macro_rules! wide_int_column {
     ($($t:ty),*) => {$(
         impl Column for $t {
             const SQL: SqlType = SqlType::Integer;
@@ -219,7 +201,7 @@ macro_rules! wide_int_column {
         }
     )*};
 }
-wide_int_column!(u64, usize, isize);
+int_column!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
 
 impl Column for bool {
     const SQL: SqlType = SqlType::Integer;
