@@ -63,6 +63,14 @@ pub enum Command {
     /// Keep everything fresh: refresh on input writes (from any process) and
     /// on changes to declared files, until Ctrl-C.
     Watch,
+    /// Drop the tables this program no longer has (left by removed
+    /// functions or row types; `status` lists them). Derived tables only,
+    /// unless `--inputs` is given.
+    Prune {
+        /// Drop leftover input tables too: their rows are lost for good.
+        #[arg(long)]
+        inputs: bool,
+    },
     /// Print the graph of tables and functions.
     Graph {
         /// Output format.
@@ -135,14 +143,30 @@ fn failures(failed: bool) -> i32 {
     i32::from(failed)
 }
 
-fn open(path: &Path, create: bool) -> Result<Db, Error> {
-    if !create && !path.exists() {
+/// How a command opens the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Create the file and tables as needed (`refresh`).
+    Create,
+    /// An existing file, whose tables may be created or altered (`retry`,
+    /// `prune`).
+    Write,
+    /// An existing file whose tables are left as they are (`status`,
+    /// `explain`, `errors`, `get`).
+    Read,
+}
+
+fn open(path: &Path, access: Access) -> Result<Db, Error> {
+    if access != Access::Create && !path.exists() {
         return Err(Error::NotADatabase {
             path: path.to_owned(),
             reason: "the file does not exist (run `refresh` to create it, or pass --db)".into(),
         });
     }
-    Db::open(path)
+    match access {
+        Access::Read => Db::open_to_read(path),
+        Access::Create | Access::Write => Db::open(path),
+    }
 }
 
 fn table_and_key(db: &Db, table: &str, key: &str) -> Result<(TableId, Key), Error> {
@@ -185,7 +209,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Status => {
-            let db = open(path, false)?;
+            let db = open(path, Access::Read)?;
             let status = db.status()?;
             let bad = status.iter().any(|s| s.failed > 0 || s.blocked > 0);
             if cli.json {
@@ -206,7 +230,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
                     "running",
                     "settling"
                 );
-                for s in &status {
+                for s in status.iter().filter(|s| !s.leftover) {
                     let name = if s.input {
                         format!("{} (input)", s.table)
                     } else {
@@ -225,6 +249,15 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
                         s.settling
                     );
                 }
+                for s in status.iter().filter(|s| s.leftover) {
+                    let kind = if s.input { "input table" } else { "table" };
+                    println!(
+                        "leftover {kind} `{}` ({} rows): no function or row type of this program has it; `prune{}` drops it",
+                        s.table,
+                        s.rows,
+                        if s.input { " --inputs" } else { "" }
+                    );
+                }
                 for s in status.iter().filter(|s| !s.workers.is_empty()) {
                     println!(
                         "{}: {} rows running on {}",
@@ -237,7 +270,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             Ok(failures(bad))
         }
         Command::Refresh => {
-            let db = open(path, true)?;
+            let db = open(path, Access::Create)?;
             let report = if !cli.json && std::io::stdout().is_terminal() {
                 refresh_with_bars(&db)?
             } else {
@@ -258,7 +291,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             Ok(failures(report.failed > 0 || db.has_failures()?))
         }
         Command::Retry => {
-            let db = open(path, false)?;
+            let db = open(path, Access::Write)?;
             let report = db.retry()?;
             if cli.json {
                 println!(
@@ -271,7 +304,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             Ok(failures(report.failed > 0))
         }
         Command::Get { table, key } => {
-            let db = open(path, false)?;
+            let db = open(path, Access::Read)?;
             let (id, key) = table_and_key(&db, table, key)?;
             let info = db.graph().table(id).info;
             match db.get_values(id, &key) {
@@ -303,7 +336,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             }
         }
         Command::Explain { table, key } => {
-            let db = open(path, false)?;
+            let db = open(path, Access::Read)?;
             let (id, key) = table_and_key(&db, table, key)?;
             let s = db.explain_id(id, &key)?;
             if cli.json {
@@ -313,8 +346,38 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             }
             Ok(0)
         }
+        Command::Prune { inputs } => {
+            let db = open(path, Access::Write)?;
+            let mut dropped = Vec::new();
+            let mut kept = Vec::new();
+            for t in db.leftover_tables()? {
+                if t.input && !inputs {
+                    kept.push(t);
+                } else {
+                    db.drop_leftover_table(&t.name, *inputs)?;
+                    dropped.push(t);
+                }
+            }
+            if cli.json {
+                println!("{}", json!({ "dropped": dropped, "kept": kept }));
+            } else {
+                for t in &dropped {
+                    println!("dropped `{}` ({} rows)", t.name, t.rows);
+                }
+                for t in &kept {
+                    println!(
+                        "kept input table `{}` ({} rows): pass --inputs to drop it",
+                        t.name, t.rows
+                    );
+                }
+                if dropped.is_empty() && kept.is_empty() {
+                    println!("no leftover tables");
+                }
+            }
+            Ok(0)
+        }
         Command::Errors => {
-            let db = open(path, false)?;
+            let db = open(path, Access::Read)?;
             let errors = db.errors()?;
             if cli.json {
                 println!(

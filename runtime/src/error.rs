@@ -1,6 +1,6 @@
 //! The runtime's error type: one enum, with variants a user can act on.
 
-use crate::graph::GraphProblem;
+use crate::graph::problem::GraphProblem;
 use crate::value::Key;
 use std::path::PathBuf;
 
@@ -152,9 +152,40 @@ pub enum Error {
     #[error("cannot watch files: {0}")]
     Watch(String),
 
-    /// An error from SQLite.
+    /// The database itself failed (I/O, locking, a corrupt file, a lost
+    /// connection). The source is the backend's own error.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+
+    /// The database's rederive tables all belong to another program: two
+    /// unrelated graphs must not share one file.
+    #[error("the database holds the tables of another program ({}) and none of this program's ({}); open the right database, or a new file", .tables.join(", "), .expected.join(", "))]
+    OtherGraph {
+        /// The tables the database holds.
+        tables: Vec<String>,
+        /// This program's tables.
+        expected: Vec<String>,
+    },
+
+    /// A read-only command met a database whose tables are not (yet) this
+    /// program's: it changes nothing, so they must be brought in line first.
+    #[error("the database {}; a read-only command changes nothing: run `refresh` first", schema_gap(.missing, .changed))]
+    SchemaNotApplied {
+        /// This program's tables that the database lacks.
+        missing: Vec<String>,
+        /// Tables whose stored layout is older than this program's.
+        changed: Vec<String>,
+    },
+
+    /// A table that the graph still has, or an input table without
+    /// permission, was asked to be dropped.
+    #[error("`{table}` was not dropped: {reason}")]
+    NotDropped {
+        /// The table.
+        table: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 fn list(problems: &[GraphProblem]) -> String {
@@ -163,6 +194,20 @@ fn list(problems: &[GraphProblem]) -> String {
         .map(|p| format!("  - {p}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn schema_gap(missing: &[String], changed: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "lacks this program's tables {}",
+            missing.join(", ")
+        ));
+    }
+    if !changed.is_empty() {
+        parts.push(format!("stores older layouts of {}", changed.join(", ")));
+    }
+    parts.join(" and ")
 }
 
 fn suggest(known: &[String]) -> String {

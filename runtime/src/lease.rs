@@ -1,18 +1,55 @@
 //! Leases: how workers (threads and processes) share one database without
-//! computing a row twice.
+//! computing a row twice, and the pipeline every batch goes through:
+//! **claim → re-plan → compute → commit**.
 //!
 //! A worker claims rows before computing them (or, when it is the only live
 //! worker, the whole table for one batch), extends its leases from a
 //! heartbeat thread while its functions run, and writes a result only while
-//! it still holds the lease (fencing, checked in the write transaction). A
-//! crashed worker's leases expire and its rows are taken over. The claims and
-//! the fencing are storage operations (see [`crate::backend::Backend`]); this
-//! module holds the worker's side: its id and its heartbeat.
+//! it still holds the lease: the claim's fence is checked in the write
+//! transaction. A crashed worker's leases expire and its rows are taken
+//! over. The storage side of claims and fences is [`crate::storage::Leases`].
 
-use crate::backend::Backend;
+use crate::engine::compute::{compute_all, Work};
+use crate::engine::refresh::Plan;
+use crate::engine::Db;
+use crate::error::{Error, Result};
+use crate::graph::TableId;
+use crate::report::TableReport;
+use crate::storage::{Backend, ClaimMode, Fence, OutcomeKind, Pass, Revision, Written};
+use crate::value::Key;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a lease lasts unless extended.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Why a batch is being computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A refresh pass, which planned the batch from states read when the
+    /// database was at revision `seen`.
+    Refresh { seen: Revision },
+    /// `get` or `refresh_from`: a row needed now.
+    OnDemand,
+    /// `retry`: failed rows computed again although nothing changed.
+    Retry,
+}
+
+impl Mode {
+    fn pass(self) -> Pass {
+        match self {
+            Mode::Refresh { .. } => Pass::Refresh,
+            Mode::OnDemand | Mode::Retry => Pass::OnDemand,
+        }
+    }
+
+    /// Whether a plan made before the claim still holds: only if nothing
+    /// was written between the plan's read and the claim.
+    fn plan_still_holds(self, claimed_at: Revision) -> bool {
+        matches!(self, Mode::Refresh { seen } if seen == claimed_at)
+    }
+}
 
 /// A thread that extends this worker's leases while its functions run.
 pub(crate) struct Heartbeat {
@@ -20,19 +57,16 @@ pub(crate) struct Heartbeat {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// How long a lease lasts unless extended.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
-
 /// A worker id unique across machines, processes and `Db`s: host, process,
 /// a time nonce and a counter.
-pub(crate) fn new_worker_id() -> String {
+pub(crate) fn new_worker_id(now_ms: i64) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_owned());
-    let nonce = crate::store::now_ms() % 1_000_000;
+    let nonce = now_ms % 1_000_000;
     format!(
         "{host}:{}:{nonce}:{}",
         std::process::id(),
@@ -41,9 +75,9 @@ pub(crate) fn new_worker_id() -> String {
 }
 
 /// Starts a thread that extends `worker`'s leases every third of the TTL,
-/// through its own handle on the database.
+/// through its own connection to the database.
 pub(crate) fn start_heartbeat(
-    handle: Box<dyn Backend>,
+    connection: Box<dyn Backend>,
     worker: String,
     ttl: Arc<AtomicI64>,
 ) -> Option<Heartbeat> {
@@ -55,9 +89,9 @@ pub(crate) fn start_heartbeat(
             let mut last = std::time::Instant::now();
             while !flag.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
-                let ttl_ms = ttl.load(Ordering::Relaxed);
+                let ttl_ms = ttl.load(Ordering::Relaxed).max(1);
                 if last.elapsed() >= Duration::from_millis((ttl_ms / 3).max(1) as u64) {
-                    let _ = handle.extend_leases(&worker, ttl_ms);
+                    let _ = connection.heartbeat(&worker, Duration::from_millis(ttl_ms as u64));
                     last = std::time::Instant::now();
                 }
             }
@@ -76,5 +110,107 @@ impl Heartbeat {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Db {
+    /// Claims the planned rows, plans again those that may have changed
+    /// since, computes them (in parallel, outside any transaction) and
+    /// stores the results in one write transaction, fenced by the claim.
+    pub(crate) fn execute(
+        &self,
+        id: TableId,
+        batch: Vec<(Key, Work)>,
+        mode: Mode,
+    ) -> Result<TableReport> {
+        let Some(node) = self.graph().producer(id) else {
+            return Ok(TableReport::default());
+        };
+        let name = self.graph().table(id).info.name;
+        let mut report = TableReport::default();
+        let (batch, fence) = if self.leasing.load(Ordering::Relaxed) {
+            self.claim_batch(id, batch, mode, &mut report)?
+        } else {
+            (batch, Fence::Unfenced)
+        };
+        let outcomes = compute_all(node, batch);
+        if self.cancel.load(Ordering::SeqCst) {
+            // Abandon the batch: write nothing, give the rows back.
+            let keys: Vec<&Key> = outcomes.iter().map(|o| &o.key).collect();
+            self.store().release(name, &fence, &keys)?;
+            return Err(Error::Cancelled);
+        }
+        let code = self.code(id).unwrap_or_default();
+        let written =
+            self.store()
+                .write_outcomes(self.graph(), id, code, &outcomes, mode.pass(), &fence)?;
+        for (o, w) in outcomes.iter().zip(written) {
+            match (w, &o.kind) {
+                (Written::Rejected, _) => report.skipped += 1,
+                (_, OutcomeKind::Blocked { .. }) => report.blocked += 1,
+                (_, OutcomeKind::Error(_)) => report.failed += 1,
+                (Written::Changed, OutcomeKind::Ok(_)) => report.computed += 1,
+                (Written::Unchanged, OutcomeKind::Ok(_)) => report.unchanged += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Claims a batch's rows (the whole table when this worker is alone)
+    /// and keeps those still to be done: a row another worker holds is
+    /// skipped; a row whose state may have changed since it was planned is
+    /// planned again under its lease, and given back if it is now fresh.
+    fn claim_batch(
+        &self,
+        id: TableId,
+        batch: Vec<(Key, Work)>,
+        mode: Mode,
+        report: &mut TableReport,
+    ) -> Result<(Vec<(Key, Work)>, Fence)> {
+        let name = self.graph().table(id).info.name;
+        let owner = self.lease_owner();
+        let ttl = self.lease_ttl();
+        if !self.registered.swap(true, Ordering::SeqCst) {
+            self.store().register_worker(&self.worker, ttl)?;
+        }
+        let keys: Vec<&Key> = batch.iter().map(|(k, _)| k).collect();
+        let claim = self.store().claim(
+            name,
+            &keys,
+            &self.worker,
+            &owner,
+            ttl,
+            ClaimMode::TableIfAlone,
+        )?;
+        let mut kept = Vec::with_capacity(batch.len());
+        let mut unneeded = Vec::new();
+        for ((key, work), got) in batch.into_iter().zip(claim.granted) {
+            if !got {
+                report.skipped += 1;
+                continue;
+            }
+            if mode.plan_still_holds(claim.revision) {
+                kept.push((key, work));
+                continue;
+            }
+            // Something was written since the plan (perhaps this very row,
+            // by the worker that held it): plan again.
+            let states = self.load_with_inputs(id, &key)?;
+            match self.plan(id, &key, states, None, mode == Mode::Retry) {
+                Plan::Work(work) => kept.push((key, work)),
+                Plan::Fresh => unneeded.push(key),
+                Plan::Wait | Plan::Settling => {
+                    report.skipped += 1;
+                    unneeded.push(key)
+                }
+            }
+        }
+        // Under a table lease, rows found fresh need no giving back: the
+        // write releases the table.
+        if !unneeded.is_empty() && matches!(claim.fence, Fence::Rows { .. }) {
+            let refs: Vec<&Key> = unneeded.iter().collect();
+            self.store().release(name, &claim.fence, &refs)?;
+        }
+        Ok((kept, claim.fence))
     }
 }

@@ -2,18 +2,21 @@
 //! re-exports what is public here.
 #![warn(missing_docs)]
 
-pub mod backend;
+pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod code;
 pub mod engine;
 pub mod error;
 pub mod graph;
+pub mod judge;
 pub mod lease;
 pub mod node;
+pub mod report;
 pub mod row;
-mod schema;
+pub mod sqlite;
 pub mod staleness;
-pub mod store;
+pub mod storage;
 pub mod value;
 pub mod watch;
 
@@ -21,8 +24,9 @@ pub use engine::Db;
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphProblem};
 pub use node::{NodeDef, TableDef};
+pub use report::{FailedRow, Report, TableReport, TableStatus};
 pub use row::{ColumnDef, Derived, Input, Produced, Rooted, Row, Table, TableInfo};
-pub use staleness::{FailedRow, Report, StaleRow, Staleness, TableReport, TableStatus};
+pub use staleness::{StaleRow, Staleness};
 pub use value::{Column, Key, SqlType, Value};
 
 /// Items used by generated code. Not public API.

@@ -1,8 +1,8 @@
 //! Watch mode: a long-running loop that keeps a database fresh.
 //!
-//! It notices input writes from any process by polling SQLite's
-//! `PRAGMA data_version` at a low rate (a single integer read, no table
-//! scan), and changes to the files declared with `files = [..]` through the
+//! It notices input writes from any process by polling the backend's
+//! change token at a low rate (for SQLite, `PRAGMA data_version`: a single
+//! integer read, no table scan), and changes to the files declared with `files = [..]` through the
 //! `notify` crate (inotify on Linux). Changes are debounced, then the
 //! database is refreshed; a change to a declared file reopens the database
 //! so that the affected code versions are recomputed. Rows waiting for
@@ -12,7 +12,9 @@ use crate::code::matched_files;
 use crate::engine::Db;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::staleness::Report;
+use crate::report::Report;
+use crate::sqlite::SqliteConnector;
+use crate::storage::Connector;
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 /// How watch mode polls and debounces.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
-    /// How often `PRAGMA data_version` is read.
+    /// How often the change token is read.
     pub poll: Duration,
     /// How long to wait after a change for more changes before refreshing.
     pub debounce: Duration,
@@ -55,7 +57,8 @@ pub enum WatchEvent {
     FilesChanged(Vec<PathBuf>),
 }
 
-/// Watches the database at `path` with the registered graph until `stop` is set.
+/// Watches the database file at `path` with the registered graph until
+/// `stop` is set.
 pub fn watch(
     path: &Path,
     options: &WatchOptions,
@@ -63,6 +66,17 @@ pub fn watch(
     on_event: impl FnMut(WatchEvent),
 ) -> Result<()> {
     watch_with(path, Graph::from_registry()?, options, stop, on_event)
+}
+
+/// Like [`watch`], with an explicitly assembled graph.
+pub fn watch_with(
+    path: &Path,
+    graph: Graph,
+    options: &WatchOptions,
+    stop: &Arc<AtomicBool>,
+    on_event: impl FnMut(WatchEvent),
+) -> Result<()> {
+    watch_connected(&SqliteConnector::new(path), graph, options, stop, on_event)
 }
 
 fn has_wildcard(part: &str) -> bool {
@@ -115,9 +129,9 @@ fn declared_patterns(graph: &Graph) -> Vec<glob::Pattern> {
         .collect()
 }
 
-/// Like [`watch`], with an explicitly assembled graph.
-pub fn watch_with(
-    path: &Path,
+/// Like [`watch_with`], on any database, opened through its connector.
+pub fn watch_connected(
+    connector: &dyn Connector,
     graph: Graph,
     options: &WatchOptions,
     stop: &Arc<AtomicBool>,
@@ -153,7 +167,7 @@ pub fn watch_with(
 
     let open = |graph: Graph| -> Result<Db> {
         // The stop flag also cancels a refresh in progress.
-        let db = Db::open_with(path, graph)?.with_cancel_flag(stop.clone());
+        let db = Db::open_backend(connector.connect()?, graph)?.with_cancel_flag(stop.clone());
         db.set_lease_ttl(options.lease_ttl);
         Ok(db)
     };
@@ -172,7 +186,7 @@ pub fn watch_with(
         };
     // The version is read before each refresh, so that a write landing
     // during the refresh is noticed afterwards.
-    let mut version = db.data_version()?;
+    let mut version = db.change_token()?;
     let mut waiting = run(&db, "start", &mut on_event)?;
     let mut last_retry = Instant::now();
     while !stop.load(Ordering::SeqCst) {
@@ -196,17 +210,17 @@ pub fn watch_with(
             on_event(WatchEvent::FilesChanged(changed_files));
             drop(db);
             db = open(graph.clone())?;
-            version = db.data_version()?;
+            version = db.change_token()?;
             waiting = run(&db, "files", &mut on_event)?;
             continue;
         }
-        let now = db.data_version()?;
+        let now = db.change_token()?;
         if now != version {
             std::thread::sleep(options.debounce);
-            version = db.data_version()?;
+            version = db.change_token()?;
             waiting = run(&db, "input", &mut on_event)?;
         } else if waiting && last_retry.elapsed() >= Duration::from_millis(500) {
-            version = db.data_version()?;
+            version = db.change_token()?;
             waiting = run(&db, "settle", &mut on_event)?;
             last_retry = Instant::now();
         }

@@ -5,107 +5,39 @@
 //! within one crate; the graph checks them again at run time because a graph
 //! can be assembled across crates or by hand.
 
+mod cycles;
+pub mod problem;
+mod render;
+
 use crate::error::{Error, Result};
 use crate::node::{registered_nodes, registered_tables, NodeDef};
 use crate::row::TableInfo;
+use cycles::find_cycles;
+pub use problem::GraphProblem;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-/// Index of a table in a [`Graph`].
-pub type TableId = usize;
+/// A table of a [`Graph`]: an index into [`Graph::tables`], typed so that
+/// it is never mixed up with another number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableId(u32);
 
-/// One problem with a graph. [`Graph::new`] reports all of them at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum GraphProblem {
-    /// Two row types share one table name.
-    DuplicateTable {
-        /// The table name.
-        table: String,
-        /// The Rust paths of the row types.
-        types: Vec<String>,
-    },
-    /// More than one function produces the table.
-    DuplicateProducer {
-        /// The table.
-        table: String,
-        /// The functions.
-        functions: Vec<String>,
-    },
-    /// A function reads a derived table that no function produces.
-    MissingProducer {
-        /// The table nobody produces.
-        table: String,
-        /// The function that reads it.
-        reader: String,
-    },
-    /// A function writes an input table.
-    WritesInput {
-        /// The function.
-        function: String,
-        /// The input table.
-        table: String,
-    },
-    /// A dependency cycle; `steps` walks it as (function, table it reads).
-    Cycle {
-        /// The cycle in words.
-        description: String,
-        /// The tables in the cycle, sorted.
-        tables: Vec<String>,
-    },
-    /// A table description that no `#[derive(Row)]` would produce (a
-    /// hand-assembled graph): an input table without a valid key column.
-    InvalidTable {
-        /// The table.
-        table: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A function whose inputs have different roots.
-    MixedRoots {
-        /// The function.
-        function: String,
-        /// The two roots.
-        roots: (String, String),
-    },
-}
+impl TableId {
+    /// The id of the `index`-th table of [`Graph::tables`].
+    pub fn from_index(index: usize) -> TableId {
+        TableId(u32::try_from(index).expect("fewer than 2^32 tables"))
+    }
 
-impl fmt::Display for GraphProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GraphProblem::DuplicateTable { table, types } => {
-                write!(f, "two row types are named `{table}`: {}", types.join(" and "))
-            }
-            GraphProblem::DuplicateProducer { table, functions } => write!(
-                f,
-                "`{table}` is produced by more than one function: {}",
-                quoted(functions)
-            ),
-            GraphProblem::MissingProducer { table, reader } => write!(
-                f,
-                "`{reader}` reads `{table}`, which is neither an input table nor produced by any function"
-            ),
-            GraphProblem::WritesInput { function, table } => write!(
-                f,
-                "`{function}` returns the input table `{table}`; input tables are written only by users"
-            ),
-            GraphProblem::Cycle { description, .. } => write!(f, "dependency cycle: {description}"),
-                        GraphProblem::InvalidTable { table, reason } => write!(f, "table `{table}` is invalid: {reason}"),
-            GraphProblem::MixedRoots { function, roots } => write!(
-                f,
-                "the inputs of `{function}` have different roots: `{}` and `{}`",
-                roots.0, roots.1
-            ),
-        }
+    /// The position of this table in [`Graph::tables`].
+    pub fn index(self) -> usize {
+        self.0 as usize
     }
 }
 
-fn quoted(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "table #{}", self.0)
+    }
 }
 
 /// A table of the graph.
@@ -171,10 +103,11 @@ impl Graph {
                     types: same.iter().map(|i| format!("`{}`", i.type_path)).collect(),
                 });
             }
-            by_name.insert(*name, table_nodes.len());
+            let id = TableId::from_index(table_nodes.len());
+            by_name.insert(*name, id);
             table_nodes.push(TableNode {
                 info: same[0],
-                root: table_nodes.len(),
+                root: id,
                 producer: None,
                 inputs: Vec::new(),
                 depth: 0,
@@ -197,11 +130,11 @@ impl Graph {
         for (table, list) in &producers {
             if list.len() > 1 {
                 problems.push(GraphProblem::DuplicateProducer {
-                    table: table_nodes[*table].info.name.to_owned(),
+                    table: table_nodes[table.index()].info.name.to_owned(),
                     functions: list.iter().map(|&i| nodes[i].name.to_owned()).collect(),
                 });
             }
-            let t = &mut table_nodes[*table];
+            let t = &mut table_nodes[table.index()];
             t.producer = Some(list[0]);
             t.inputs = nodes[list[0]]
                 .inputs
@@ -212,7 +145,7 @@ impl Graph {
         for node in &nodes {
             for input in node.inputs {
                 let id = by_name[input.name];
-                if !input.input && table_nodes[id].producer.is_none() {
+                if !input.input && table_nodes[id.index()].producer.is_none() {
                     problems.push(GraphProblem::MissingProducer {
                         table: input.name.to_owned(),
                         reader: node.name.to_owned(),
@@ -247,21 +180,20 @@ impl Graph {
     fn topological_order(&self) -> Vec<TableId> {
         let mut indegree: Vec<usize> = self.tables.iter().map(|t| t.inputs.len()).collect();
         let mut readers: Vec<Vec<TableId>> = vec![Vec::new(); self.tables.len()];
-        for (id, t) in self.tables.iter().enumerate() {
+        for (id, t) in self.ids().zip(&self.tables) {
             for &input in &t.inputs {
-                readers[input].push(id);
+                readers[input.index()].push(id);
             }
         }
         // `tables` is sorted by name, so a BTreeSet of ids pops by name.
-        let mut ready: BTreeSet<TableId> = (0..self.tables.len())
-            .filter(|&i| indegree[i] == 0)
-            .collect();
+        let mut ready: BTreeSet<TableId> =
+            self.ids().filter(|i| indegree[i.index()] == 0).collect();
         let mut order = Vec::with_capacity(self.tables.len());
         while let Some(id) = ready.pop_first() {
             order.push(id);
-            for &reader in &readers[id] {
-                indegree[reader] -= 1;
-                if indegree[reader] == 0 {
+            for &reader in &readers[id.index()] {
+                indegree[reader.index()] -= 1;
+                if indegree[reader.index()] == 0 {
                     ready.insert(reader);
                 }
             }
@@ -272,38 +204,44 @@ impl Graph {
     fn assign_roots_and_depths(&mut self) -> Vec<GraphProblem> {
         let mut problems = Vec::new();
         for &id in &self.order.clone() {
-            let inputs = self.tables[id].inputs.clone();
+            let inputs = self.tables[id.index()].inputs.clone();
             let Some(&first) = inputs.first() else {
                 continue;
             };
-            let root = self.tables[first].root;
+            let root = self.tables[first.index()].root;
             for &other in &inputs[1..] {
-                let other_root = self.tables[other].root;
+                let other_root = self.tables[other.index()].root;
                 if other_root != root {
                     problems.push(GraphProblem::MixedRoots {
                         function: self.producer(id).map(|n| n.name).unwrap_or("?").to_owned(),
                         roots: (
-                            self.tables[root].info.name.to_owned(),
-                            self.tables[other_root].info.name.to_owned(),
+                            self.tables[root.index()].info.name.to_owned(),
+                            self.tables[other_root.index()].info.name.to_owned(),
                         ),
                     });
                 }
             }
             let depth = 1 + inputs
                 .iter()
-                .map(|&i| self.tables[i].depth)
+                .map(|&i| self.tables[i.index()].depth)
                 .max()
                 .unwrap_or(0);
-            let t = &mut self.tables[id];
+            let t = &mut self.tables[id.index()];
             t.root = root;
             t.depth = depth;
         }
         problems
     }
 
-    /// Every table, sorted by name; a [`TableId`] indexes this slice.
+    /// Every table, sorted by name; [`TableId::index`] is a position in
+    /// this slice.
     pub fn tables(&self) -> &[TableNode] {
         &self.tables
+    }
+
+    /// The id of every table, in the order of [`Graph::tables`].
+    pub fn ids(&self) -> impl Iterator<Item = TableId> {
+        (0..self.tables.len()).map(TableId::from_index)
     }
 
     /// Every function.
@@ -313,12 +251,12 @@ impl Graph {
 
     /// One table.
     pub fn table(&self, id: TableId) -> &TableNode {
-        &self.tables[id]
+        &self.tables[id.index()]
     }
 
     /// The producing function of a table.
     pub fn producer(&self, id: TableId) -> Option<&NodeDef> {
-        self.tables[id].producer.map(|i| &self.nodes[i])
+        self.tables[id.index()].producer.map(|i| &self.nodes[i])
     }
 
     /// Looks a table up by name.
@@ -332,6 +270,15 @@ impl Graph {
             })
     }
 
+    /// The type of a table's key: the key column's for an input table, its
+    /// root's for a derived table.
+    pub fn key_type(&self, id: TableId) -> crate::value::SqlType {
+        let root = self.table(self.table(id).root).info;
+        root.key_column()
+            .map(|c| c.ty)
+            .unwrap_or(crate::value::SqlType::Text)
+    }
+
     /// All tables, inputs first, each after the tables it reads.
     pub fn topological(&self) -> &[TableId] {
         &self.order
@@ -342,7 +289,7 @@ impl Graph {
         self.order
             .iter()
             .copied()
-            .filter(|&id| self.tables[id].producer.is_some())
+            .filter(|&id| self.tables[id.index()].producer.is_some())
     }
 
     /// The tables `id` is computed from, directly or not, in topological
@@ -351,12 +298,16 @@ impl Graph {
         let mut needed = vec![false; self.tables.len()];
         let mut stack = vec![id];
         while let Some(t) = stack.pop() {
-            if !needed[t] {
-                needed[t] = true;
-                stack.extend(&self.tables[t].inputs);
+            if !needed[t.index()] {
+                needed[t.index()] = true;
+                stack.extend(&self.tables[t.index()].inputs);
             }
         }
-        self.order.iter().copied().filter(|&t| needed[t]).collect()
+        self.order
+            .iter()
+            .copied()
+            .filter(|&t| needed[t.index()])
+            .collect()
     }
 
     /// The tables that read `id` directly.
@@ -364,64 +315,13 @@ impl Graph {
         self.order
             .iter()
             .copied()
-            .filter(move |&t| self.tables[t].inputs.contains(&id))
+            .filter(move |&t| self.tables[t.index()].inputs.contains(&id))
     }
 
     /// The derived tables whose root is `root`, in topological order.
     pub fn derived_from_root(&self, root: TableId) -> impl Iterator<Item = TableId> + '_ {
         self.derived_in_order()
-            .filter(move |&id| self.tables[id].root == root)
-    }
-
-    /// The graph in Graphviz DOT: tables are nodes (inputs as boxes),
-    /// functions are labelled edges from each input to the output.
-    pub fn to_dot(&self) -> String {
-        let mut s =
-            String::from("digraph rederive {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
-        for &id in &self.order {
-            let t = &self.tables[id];
-            let shape = if t.info.input { "box" } else { "ellipse" };
-            s.push_str(&format!("  {} [shape={shape}];\n", dot_id(t.info.name)));
-        }
-        for &id in &self.order {
-            if let Some(node) = self.producer(id) {
-                for input in node.inputs {
-                    s.push_str(&format!(
-                        "  {} -> {} [label={}];\n",
-                        dot_id(input.name),
-                        dot_id(node.output.name),
-                        dot_id(node.name)
-                    ));
-                }
-            }
-        }
-        s.push_str("}\n");
-        s
-    }
-
-    /// The graph as a Mermaid flowchart.
-    pub fn to_mermaid(&self) -> String {
-        let mut s = String::from("flowchart LR\n");
-        for &id in &self.order {
-            let t = &self.tables[id];
-            let name = t.info.name;
-            if t.info.input {
-                s.push_str(&format!("  {name}[/{name}/]\n"));
-            } else {
-                s.push_str(&format!("  {name}({name})\n"));
-            }
-        }
-        for &id in &self.order {
-            if let Some(node) = self.producer(id) {
-                for input in node.inputs {
-                    s.push_str(&format!(
-                        "  {} -->|{}| {}\n",
-                        input.name, node.name, node.output.name
-                    ));
-                }
-            }
-        }
-        s
+            .filter(move |&id| self.tables[id.index()].root == root)
     }
 }
 
@@ -443,130 +343,6 @@ fn invalid_table(info: &TableInfo) -> Option<String> {
         (false, Some(_)) => Some("a derived table has no key column of its own".into()),
         (false, None) => None,
     }
-}
-
-fn dot_id(name: &str) -> String {
-    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// Tarjan's strongly connected components over "table reads table" edges;
-/// every component with a cycle is reported, walked in words.
-fn find_cycles(tables: &[TableNode], nodes: &[NodeDef]) -> Vec<GraphProblem> {
-    struct Tarjan<'a> {
-        tables: &'a [TableNode],
-        index: Vec<Option<usize>>,
-        low: Vec<usize>,
-        on_stack: Vec<bool>,
-        stack: Vec<TableId>,
-        next: usize,
-        components: Vec<Vec<TableId>>,
-    }
-    impl Tarjan<'_> {
-        // Graph depth is bounded by the number of tables a program
-        // declares, so recursion is fine here.
-        fn visit(&mut self, v: TableId) {
-            self.index[v] = Some(self.next);
-            self.low[v] = self.next;
-            self.next += 1;
-            self.stack.push(v);
-            self.on_stack[v] = true;
-            for &w in &self.tables[v].inputs {
-                match self.index[w] {
-                    None => {
-                        self.visit(w);
-                        self.low[v] = self.low[v].min(self.low[w]);
-                    }
-                    Some(iw) if self.on_stack[w] => self.low[v] = self.low[v].min(iw),
-                    Some(_) => {}
-                }
-            }
-            if Some(self.low[v]) == self.index[v] {
-                let mut component = Vec::new();
-                while let Some(w) = self.stack.pop() {
-                    self.on_stack[w] = false;
-                    component.push(w);
-                    if w == v {
-                        break;
-                    }
-                }
-                self.components.push(component);
-            }
-        }
-    }
-    let n = tables.len();
-    let mut t = Tarjan {
-        tables,
-        index: vec![None; n],
-        low: vec![0; n],
-        on_stack: vec![false; n],
-        stack: Vec::new(),
-        next: 0,
-        components: Vec::new(),
-    };
-    for v in 0..n {
-        if t.index[v].is_none() {
-            t.visit(v);
-        }
-    }
-    let mut problems = Vec::new();
-    for mut component in t.components {
-        let self_loop = component.len() == 1 && tables[component[0]].inputs.contains(&component[0]);
-        if component.len() < 2 && !self_loop {
-            continue;
-        }
-        component.sort();
-        problems.push(GraphProblem::Cycle {
-            description: describe_cycle(tables, nodes, &component),
-            tables: component
-                .iter()
-                .map(|&i| tables[i].info.name.to_owned())
-                .collect(),
-        });
-    }
-    problems.sort_by_key(|p| p.to_string());
-    problems
-}
-
-/// Walks one cycle inside a strongly connected component, starting at its
-/// first table by name: "`b` computes `B` from `A`, and `a` computes `A` from `B`".
-fn describe_cycle(tables: &[TableNode], nodes: &[NodeDef], component: &[TableId]) -> String {
-    let start = component[0];
-    let mut walk = vec![start];
-    let mut current = start;
-    loop {
-        // Follow an input that stays in the component; prefer closing the cycle.
-        let inputs = &tables[current].inputs;
-        let next = if inputs.contains(&start) {
-            start
-        } else {
-            match inputs
-                .iter()
-                .copied()
-                .find(|i| component.contains(i) && !walk.contains(i))
-            {
-                Some(i) => i,
-                None => start,
-            }
-        };
-        if next == start {
-            break;
-        }
-        walk.push(next);
-        current = next;
-    }
-    let steps: Vec<String> = walk
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let read = walk.get(i + 1).copied().unwrap_or(start);
-            let f = tables[t].producer.map(|p| nodes[p].name).unwrap_or("?");
-            format!(
-                "`{f}` computes `{}` from `{}`",
-                tables[t].info.name, tables[read].info.name
-            )
-        })
-        .collect();
-    steps.join(", and ")
 }
 
 #[cfg(test)]

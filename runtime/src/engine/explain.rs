@@ -1,0 +1,325 @@
+//! Telling the user where things stand: `explain`, `stale_from`, `status`
+//! and `errors`, all through the one judge ([`crate::judge`]).
+
+use super::{Db, BATCH};
+use crate::error::Result;
+use crate::graph::TableId;
+use crate::judge::{judge, Cause, InputView, Settle, Verdict};
+use crate::report::{FailedRow, TableStatus};
+use crate::row::{Input, Row};
+use crate::staleness::{StaleRow, Staleness};
+use crate::storage::{ChangeCursor, Revision, RowState, RowStatus, Status, Values};
+use crate::value::Key;
+
+impl Db {
+    /// The judge's verdict on every derived table of `tables` (in
+    /// topological order, every table's inputs among them) for one key,
+    /// from their stored states; `None` for input tables. With `now`, rows
+    /// of functions with `settle` whose root changed recently are
+    /// [`Verdict::Settling`].
+    pub(crate) fn verdicts(
+        &self,
+        tables: &[TableId],
+        states: &[Option<RowState>],
+        now: Option<i64>,
+    ) -> Vec<Option<Verdict>> {
+        let mut out: Vec<Option<Verdict>> = Vec::with_capacity(tables.len());
+        for (i, &t) in tables.iter().enumerate() {
+            let node = self.graph.table(t);
+            if node.info.input {
+                out.push(None);
+                continue;
+            }
+            let position = |x: TableId| tables.iter().position(|&y| y == x);
+            let inputs: Vec<InputView<'_>> = node
+                .inputs
+                .iter()
+                .map(|&input| {
+                    let p = position(input);
+                    InputView {
+                        state: p.and_then(|p| states[p].as_ref()),
+                        settled: p.is_some_and(|p| out[p].is_none_or(Verdict::is_settled)),
+                    }
+                })
+                .collect();
+            let settle = now.and_then(|now| {
+                let root = states[position(node.root)?].as_ref()?;
+                self.settle_window(t, root, now)
+            });
+            out.push(Some(judge(
+                states[i].as_ref(),
+                &inputs,
+                self.code(t),
+                settle,
+            )));
+        }
+        out
+    }
+
+    /// The `settle` window of a table's function for a root row, if it has one.
+    pub(crate) fn settle_window(&self, id: TableId, root: &RowState, now: i64) -> Option<Settle> {
+        let settle_ms = self.graph.producer(id)?.settle_ms as i64;
+        (settle_ms > 0).then_some(Settle {
+            root_changed_ms: root.changed_ms,
+            settle_ms,
+            now_ms: now,
+        })
+    }
+
+    /// What `explain` says about a row, given the judge's verdict.
+    pub(crate) fn staleness(
+        &self,
+        id: TableId,
+        key: &Key,
+        verdict: Verdict,
+        row: Option<&RowState>,
+    ) -> Staleness {
+        let input = |n: usize| self.name(self.graph.table(id).inputs[n]).to_owned();
+        match (verdict.cause(), row.map(|r| &r.status)) {
+            (Some(Cause::Missing), _) => Staleness::Missing,
+            (Some(Cause::UpstreamStale(n)), _) => Staleness::UpstreamStale {
+                table: input(n),
+                key: key.clone(),
+            },
+            (Some(Cause::InputChanged(n)), _) => Staleness::InputChanged {
+                table: input(n),
+                key: key.clone(),
+            },
+            (Some(Cause::CodeChanged), _) => Staleness::CodeChanged {
+                node: self
+                    .graph
+                    .producer(id)
+                    .map(|n| n.name)
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
+            (None, Some(RowStatus::Failed { message })) => Staleness::Failed {
+                message: message.clone(),
+            },
+            (None, Some(RowStatus::Blocked { table, key })) => Staleness::Blocked {
+                table: table.clone(),
+                key: key.clone(),
+            },
+            (None, _) => Staleness::Fresh,
+        }
+    }
+
+    /// Whether a row is fresh, and if not, the cause, naming the table and key.
+    pub fn explain<T: Row>(&self, key: impl Into<Key>) -> Result<Staleness> {
+        let id = self.id_of::<T>()?;
+        let key = self.coerce_key(id, key.into())?;
+        self.explain_id(id, &key)
+    }
+
+    /// Like [`Db::explain`], by table id.
+    pub fn explain_id(&self, id: TableId, key: &Key) -> Result<Staleness> {
+        let t = self.graph.table(id);
+        let tables = self.ancestry(id);
+        let states = self.store().load(&self.graph, tables, key, Values::None)?;
+        let root = tables.iter().position(|&x| x == t.root);
+        if root.and_then(|p| states[p].as_ref()).is_none() {
+            return Err(self.not_found(id, key));
+        }
+        let Some(Some(verdict)) = self.verdicts(tables, &states, None).pop() else {
+            return Ok(Staleness::Fresh); // an input row
+        };
+        Ok(self.staleness(id, key, verdict, states.last().and_then(Option::as_ref)))
+    }
+
+    /// The derived rows that one input row makes stale (or that are missing),
+    /// each with its cause, in topological order.
+    pub fn stale_from<T: Input>(&self, key: impl Into<Key>) -> Result<Vec<StaleRow>> {
+        let id = self.id_of::<T>()?;
+        let key = self.coerce_key(id, key.into())?;
+        self.stale_from_id(id, &key)
+    }
+
+    /// Like [`Db::stale_from`], by table id.
+    pub fn stale_from_id(&self, root: TableId, key: &Key) -> Result<Vec<StaleRow>> {
+        let tables = self.root_family(root);
+        let states = self.store().load(&self.graph, &tables, key, Values::None)?;
+        if states[0].is_none() {
+            return Err(self.not_found(root, key));
+        }
+        let verdicts = self.verdicts(&tables, &states, None);
+        let mut out = Vec::new();
+        for (i, &id) in tables.iter().enumerate() {
+            let Some(v) = verdicts[i] else { continue };
+            if !v.is_settled() {
+                out.push(StaleRow {
+                    table: self.name(id).to_owned(),
+                    key: key.clone(),
+                    cause: self.staleness(id, key, v, states[i].as_ref()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// An input table followed by every table derived from it, in
+    /// topological order.
+    fn root_family(&self, root: TableId) -> Vec<TableId> {
+        std::iter::once(root)
+            .chain(self.graph.derived_from_root(root))
+            .collect()
+    }
+
+    /// Counts every table's rows by the judge's verdict (the same that
+    /// `explain` gives for each row), and lists the tables this program no
+    /// longer has (`leftover`). A report for humans: it reads every row of
+    /// every root, a page at a time.
+    pub fn status(&self) -> Result<Vec<TableStatus>> {
+        let mut out: Vec<TableStatus> = Vec::new();
+        for &id in self.graph.topological() {
+            let t = self.graph.table(id);
+            let rows = if t.info.input {
+                self.store().row_count(t.info.name)?
+            } else {
+                0
+            };
+            out.push(TableStatus {
+                table: t.info.name.to_owned(),
+                input: t.info.input,
+                rows,
+                fresh: rows,
+                ..TableStatus::default()
+            });
+        }
+        let slot = |id: TableId| {
+            self.graph
+                .topological()
+                .iter()
+                .position(|&x| x == id)
+                .unwrap_or_default()
+        };
+        let now = self.now_ms();
+        for &root in self.graph.topological() {
+            if !self.graph.table(root).info.input {
+                continue;
+            }
+            let tables = self.root_family(root);
+            if tables.len() == 1 {
+                continue;
+            }
+            let mut cursor = ChangeCursor::after(Revision::ZERO);
+            loop {
+                let page = self.store().changed_page(
+                    &self.graph,
+                    root,
+                    &tables,
+                    &cursor,
+                    BATCH,
+                    Values::None,
+                )?;
+                let Some(last) = page.last() else { break };
+                cursor = last.cursor.clone();
+                for row in &page {
+                    let verdicts = self.verdicts(&tables, &row.states, Some(now));
+                    for (i, &id) in tables.iter().enumerate() {
+                        if let Some(v) = verdicts[i] {
+                            count(&mut out[slot(id)], v, row.states[i].is_some());
+                        }
+                    }
+                }
+            }
+        }
+        for st in out.iter_mut().filter(|s| !s.input) {
+            let running = self.store().running(&st.table)?;
+            for w in running {
+                st.running += w.rows;
+                st.workers.push(w.worker);
+            }
+        }
+        for t in self.leftover_tables()? {
+            out.push(TableStatus {
+                table: t.name,
+                input: t.input,
+                rows: t.rows,
+                leftover: true,
+                ..TableStatus::default()
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether any row of any table is stored as failed.
+    pub fn has_failures(&self) -> Result<bool> {
+        for id in self.graph.derived_in_order() {
+            let info = self.graph.table(id).info;
+            if !self
+                .store()
+                .keys_with_status(info, Status::Error, None, 1)?
+                .is_empty()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Every failed row with its message and the rows it blocks.
+    pub fn errors(&self) -> Result<Vec<FailedRow>> {
+        let mut out = Vec::new();
+        for id in self.graph.derived_in_order().collect::<Vec<_>>() {
+            let info = self.graph.table(id).info;
+            let downstream: Vec<TableId> = self
+                .graph
+                .derived_from_root(self.graph.table(id).root)
+                .collect();
+            self.for_each_page(
+                |after| {
+                    self.store()
+                        .keys_with_status(info, Status::Error, after, BATCH)
+                },
+                |keys| {
+                    for key in keys {
+                        let states =
+                            self.store()
+                                .load(&self.graph, &downstream, &key, Values::None)?;
+                        let mut message = String::new();
+                        let mut blocks = Vec::new();
+                        for (s, &t) in states.iter().zip(&downstream) {
+                            match s.as_ref().map(|s| &s.status) {
+                                Some(RowStatus::Failed { message: m }) if t == id => {
+                                    message = m.clone()
+                                }
+                                Some(RowStatus::Blocked { table, key: k })
+                                    if table == info.name && *k == key =>
+                                {
+                                    blocks.push((self.name(t).to_owned(), key.clone()))
+                                }
+                                _ => {}
+                            }
+                        }
+                        out.push(FailedRow {
+                            table: info.name.to_owned(),
+                            key,
+                            message,
+                            blocks,
+                        });
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(out)
+    }
+}
+
+/// Counts one row's verdict in its table's status.
+fn count(st: &mut TableStatus, verdict: Verdict, stored: bool) {
+    st.rows += u64::from(stored);
+    match verdict {
+        Verdict::Fresh => st.fresh += 1,
+        Verdict::Failed => st.failed += 1,
+        Verdict::Blocked => st.blocked += 1,
+        Verdict::Stale(c) | Verdict::Settling(c) => {
+            if c == Cause::Missing {
+                st.missing += 1
+            } else {
+                st.stale += 1
+            }
+        }
+    }
+    st.settling += u64::from(matches!(verdict, Verdict::Settling(_)));
+}

@@ -1,0 +1,282 @@
+//! Refreshing: planning each row through the judge, whole refresh passes
+//! in topological order, `refresh_from`, `retry`, and bringing one row up
+//! to date on demand.
+
+use super::compute::Work;
+use super::{Db, BATCH};
+use crate::error::{Error, Result};
+use crate::graph::TableId;
+use crate::judge::{input_revisions, judge, InputView, Settle, Verdict};
+use crate::lease::Mode;
+use crate::report::{Report, TableReport};
+use crate::row::Input;
+use crate::storage::{ChangeCursor, RowState, RowStatus, Status, Values};
+use crate::value::Key;
+use std::time::Duration;
+
+/// What to do about one derived row.
+pub(crate) enum Plan {
+    /// Nothing: settled (fresh, or failed or blocked on unchanged inputs).
+    Fresh,
+    /// Compute it, or record that it is blocked.
+    Work(Work),
+    /// An input row is missing (not computed yet, or deleted meanwhile).
+    Wait,
+    /// Stale, but its root row changed less than `settle` ago.
+    Settling,
+}
+
+impl Db {
+    /// A derived table followed by its inputs: the tables whose state
+    /// decides what to do about one of its rows.
+    pub(crate) fn with_inputs(&self, id: TableId) -> Vec<TableId> {
+        let t = self.graph.table(id);
+        let mut tables = Vec::with_capacity(1 + t.inputs.len());
+        tables.push(id);
+        tables.extend(&t.inputs);
+        tables
+    }
+
+    pub(crate) fn load_with_inputs(&self, id: TableId, key: &Key) -> Result<Vec<Option<RowState>>> {
+        self.store()
+            .load(&self.graph, &self.with_inputs(id), key, Values::All)
+    }
+
+    /// Decides what to do about one row, given its state and its inputs'
+    /// (`states[0]` and then one per input, in parameter order). The inputs
+    /// are taken as settled: their tables were refreshed (or their rows
+    /// brought up to date) first. `forced` computes a settled row again
+    /// (`retry`).
+    pub(crate) fn plan(
+        &self,
+        id: TableId,
+        key: &Key,
+        mut states: Vec<Option<RowState>>,
+        settle: Option<Settle>,
+        forced: bool,
+    ) -> Plan {
+        let t = self.graph.table(id);
+        let n = t.inputs.len();
+        states.truncate(1 + n);
+        let ins = {
+            let inputs: Vec<InputView<'_>> = states[1..]
+                .iter()
+                .map(|s| InputView {
+                    state: s.as_ref(),
+                    settled: true,
+                })
+                .collect();
+            let Some(ins) = input_revisions(&inputs) else {
+                return Plan::Wait;
+            };
+            let verdict = judge(states[0].as_ref(), &inputs, self.code(id), settle);
+            if verdict.is_settled() && !forced {
+                return Plan::Fresh;
+            }
+            if matches!(verdict, Verdict::Settling(_)) {
+                return Plan::Settling;
+            }
+            for (j, s) in inputs.iter().enumerate() {
+                match s.state.map(|s| &s.status) {
+                    Some(RowStatus::Failed { .. }) => {
+                        return Plan::Work(Work::Block {
+                            ins,
+                            table: self.name(t.inputs[j]).to_owned(),
+                            key: key.clone(),
+                        })
+                    }
+                    Some(RowStatus::Blocked { table, key }) => {
+                        return Plan::Work(Work::Block {
+                            ins,
+                            table: table.clone(),
+                            key: key.clone(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            ins
+        };
+        let inputs = states
+            .drain(1..)
+            .map(|s| s.map(|s| s.values).unwrap_or_default())
+            .collect();
+        Plan::Work(Work::Compute { ins, inputs })
+    }
+
+    /// Computes every missing and stale row, table by table in topological
+    /// order, functions in parallel.
+    pub fn refresh(&self) -> Result<Report> {
+        self.refresh_with_progress(|_, _| {})
+    }
+
+    /// Like [`Db::refresh`], calling `progress(table, report so far)` after
+    /// every batch written.
+    pub fn refresh_with_progress(
+        &self,
+        mut progress: impl FnMut(&str, &TableReport),
+    ) -> Result<Report> {
+        let mut report = Report::default();
+        for id in self.graph.derived_in_order().collect::<Vec<_>>() {
+            let name = self.name(id);
+            let r = self.refresh_table(id, &mut |r| progress(name, r))?;
+            report.record(name, r);
+        }
+        Ok(report)
+    }
+
+    /// Recomputes the rows whose function failed, even though their inputs
+    /// and code did not change, then refreshes what they unblock.
+    pub fn retry(&self) -> Result<Report> {
+        let mut report = Report::default();
+        for id in self.graph.derived_in_order().collect::<Vec<_>>() {
+            let info = self.graph.table(id).info;
+            self.for_each_page(
+                |after| {
+                    self.store()
+                        .keys_with_status(info, Status::Error, after, BATCH)
+                },
+                |keys| {
+                    let mut batch = Vec::new();
+                    for key in keys {
+                        let states = self.load_with_inputs(id, &key)?;
+                        if let Plan::Work(work) = self.plan(id, &key, states, None, true) {
+                            batch.push((key, work));
+                        }
+                    }
+                    if !batch.is_empty() {
+                        let r = self.execute(id, batch, Mode::Retry)?;
+                        report.record(info.name, r);
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        let rest = self.refresh()?;
+        for (t, r) in rest.tables {
+            report.record(&t, r);
+        }
+        Ok(report)
+    }
+
+    /// Recomputes just the rows derived from one input row.
+    pub fn refresh_from<T: Input>(&self, key: impl Into<Key>) -> Result<Report> {
+        let id = self.id_of::<T>()?;
+        let key = self.coerce_key(id, key.into())?;
+        self.refresh_from_id(id, &key)
+    }
+
+    /// Like [`Db::refresh_from`], by table id.
+    pub fn refresh_from_id(&self, root: TableId, key: &Key) -> Result<Report> {
+        if !self.graph.table(root).info.input {
+            return Err(Error::NotAnInput(self.name(root).to_owned()));
+        }
+        if self.load_one(root, key)?.is_none() {
+            return Err(self.not_found(root, key));
+        }
+        let mut report = Report::default();
+        for id in self.graph.derived_from_root(root).collect::<Vec<_>>() {
+            self.ensure(id, key, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Brings one derived row up to date, its derived inputs first.
+    pub(crate) fn ensure(&self, id: TableId, key: &Key, report: &mut Report) -> Result<()> {
+        let t = self.graph.table(id);
+        for &input in &t.inputs {
+            if !self.graph.table(input).info.input {
+                self.ensure(input, key, report)?;
+            }
+        }
+        loop {
+            let states = self.load_with_inputs(id, key)?;
+            match self.plan(id, key, states, None, false) {
+                Plan::Fresh => return Ok(()),
+                Plan::Wait | Plan::Settling => return Err(self.not_found(id, key)),
+                Plan::Work(work) => {
+                    let r = self.execute(id, vec![(key.clone(), work)], Mode::OnDemand)?;
+                    let skipped = r.skipped > 0;
+                    report.record(t.info.name, TableReport { skipped: 0, ..r });
+                    if !skipped {
+                        return Ok(());
+                    }
+                    // Another worker holds the row: wait for its result (or
+                    // for its lease to expire), then look again.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// Refreshes one derived table: every row whose inputs changed since the
+    /// table's watermark, or all rows after a code change.
+    fn refresh_table(
+        &self,
+        id: TableId,
+        progress: &mut dyn FnMut(&TableReport),
+    ) -> Result<TableReport> {
+        let t = self.graph.table(id);
+        let ((start, epoch), watermark) = {
+            let store = self.store();
+            (store.snapshot()?, store.watermark(t.info.name)?)
+        };
+        let mut report = TableReport::default();
+        let mut complete = true;
+        let mut drivers = t.inputs.clone();
+        drivers.sort();
+        drivers.dedup();
+        let mut tables = self.with_inputs(id);
+        // With `settle`, the root row's last change time decides too.
+        let settles = self.graph.producer(id).is_some_and(|n| n.settle_ms > 0);
+        let root_pos = settles.then(|| {
+            tables.iter().position(|&x| x == t.root).unwrap_or_else(|| {
+                tables.push(t.root);
+                tables.len() - 1
+            })
+        });
+        for driver in drivers {
+            let mut cursor = ChangeCursor::after(watermark);
+            loop {
+                self.check_cancel()?;
+                let seen = self.store().revision()?;
+                let page = self.store().changed_page(
+                    &self.graph,
+                    driver,
+                    &tables,
+                    &cursor,
+                    BATCH,
+                    Values::All,
+                )?;
+                let Some(last) = page.last() else { break };
+                cursor = last.cursor.clone();
+                let mut batch = Vec::new();
+                let now = self.now_ms();
+                for row in page {
+                    let settle = root_pos
+                        .and_then(|p| row.states[p].as_ref())
+                        .and_then(|root| self.settle_window(id, root, now));
+                    match self.plan(id, &row.key, row.states, settle, false) {
+                        Plan::Fresh => {}
+                        Plan::Wait => complete = false,
+                        Plan::Settling => {
+                            report.settling += 1;
+                            complete = false;
+                        }
+                        Plan::Work(work) => batch.push((row.key, work)),
+                    }
+                }
+                if !batch.is_empty() {
+                    let r = self.execute(id, batch, Mode::Refresh { seen })?;
+                    complete &= r.skipped == 0;
+                    report.add(&r);
+                    progress(&report);
+                }
+            }
+        }
+        if complete {
+            self.store().mark_processed(t.info.name, start, epoch)?;
+        }
+        Ok(report)
+    }
+}

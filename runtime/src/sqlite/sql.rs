@@ -1,0 +1,348 @@
+//! The SQL text the SQLite backend runs, built once per shape and cached,
+//! and the reading of row states from query results.
+
+use super::{from_ref, quote, SqlResult};
+use crate::graph::{Graph, TableId};
+use crate::row::TableInfo;
+use crate::storage::{Revision, RowState, RowStatus, Status, Values};
+use crate::value::Key;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How many rows one multi-row upsert statement writes at most.
+pub(super) const UPSERT_ROWS: usize = 64;
+
+/// The shape of a state query: its tables, its driver, the values read.
+type StateShape = (Vec<TableId>, Option<TableId>, Values);
+
+/// Statements built once per shape.
+#[derive(Default)]
+pub(crate) struct Cache {
+    states: RefCell<HashMap<StateShape, Arc<str>>>,
+    settled: RefCell<HashMap<Vec<TableId>, Arc<str>>>,
+    upserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
+}
+
+fn cached<K: std::hash::Hash + Eq>(
+    map: &RefCell<HashMap<K, Arc<str>>>,
+    key: K,
+    build: impl FnOnce() -> String,
+) -> Arc<str> {
+    if let Some(sql) = map.borrow().get(&key) {
+        return sql.clone();
+    }
+    let sql: Arc<str> = build().into();
+    map.borrow_mut().insert(key, sql.clone());
+    sql
+}
+
+/// The name of a table's key column.
+pub(super) fn key_column(info: &TableInfo) -> String {
+    match info.key_column() {
+        Some(c) if info.input => quote(c.name),
+        _ => "__key".to_owned(),
+    }
+}
+
+impl Cache {
+    /// The SELECT that reads the state of one key in several tables: over a
+    /// single key (`driver: None`, parameter 1), or over a page of a driver
+    /// table's rows changed after a cursor (parameters: revision, rowid,
+    /// limit).
+    pub(super) fn state_sql(
+        &self,
+        graph: &Graph,
+        tables: &[TableId],
+        driver: Option<TableId>,
+        values: Values,
+    ) -> Arc<str> {
+        cached(&self.states, (tables.to_vec(), driver, values), || {
+            build_state_sql(graph, tables, driver, values)
+        })
+    }
+
+    /// [`Cache::state_sql`] of the last table, preceded by whether every
+    /// derived table of `tables` is marked processed as of the current epoch.
+    pub(super) fn settled_sql(&self, graph: &Graph, tables: &[TableId]) -> Arc<str> {
+        cached(&self.settled, tables.to_vec(), || {
+            let last = *tables.last().expect("tables is not empty");
+            let names: Vec<String> = tables
+                .iter()
+                .filter(|&&t| !graph.table(t).info.input)
+                .map(|&t| graph.table(t).info.name.replace('\'', "''"))
+                .collect();
+            let inner = self.state_sql(graph, &[last], None, Values::All);
+            format!(
+                "SELECT (SELECT value FROM rederive_meta WHERE key = 'epoch') <= \
+                   (SELECT coalesce(min(epoch_mark), 1 << 62) FROM rederive_tables WHERE name IN ('{}')), s.* \
+                 FROM ({inner}) s",
+                names.join("', '")
+            )
+        })
+    }
+
+    /// The upsert of `rows` input rows at once.
+    pub(super) fn upsert_input_sql(&self, info: &TableInfo, rows: usize) -> Arc<str> {
+        cached(&self.upserts, (info.name, rows), || {
+            build_upsert_input(info, rows)
+        })
+    }
+
+    /// The guarded upsert of `rows` derived rows at once.
+    pub(super) fn upsert_derived_sql(
+        &self,
+        info: &TableInfo,
+        inputs: usize,
+        rows: usize,
+    ) -> Arc<str> {
+        cached(&self.upserts, (info.name, rows), || {
+            build_upsert_derived(info, inputs, rows)
+        })
+    }
+}
+
+fn build_state_sql(
+    graph: &Graph,
+    tables: &[TableId],
+    driver: Option<TableId>,
+    values: Values,
+) -> String {
+    let mut select = vec!["q.k".to_owned()];
+    let mut joins = String::new();
+    for (i, &id) in tables.iter().enumerate() {
+        let t = graph.table(id);
+        let a = format!("a{i}");
+        select.push(format!("{a}.__changed_at"));
+        if t.info.input {
+            select.push(format!("{a}.__changed_ms"));
+        } else {
+            select.push(format!(
+                "{a}.__status, {a}.__error, {a}.__origin_key, {a}.__code"
+            ));
+            for j in 0..t.inputs.len() {
+                select.push(format!("{a}.__in_{j}"));
+            }
+        }
+        if values.of(i, tables.len()) {
+            for c in t.info.columns {
+                select.push(format!("{a}.{}", quote(c.name)));
+            }
+        }
+        joins.push_str(&format!(
+            " LEFT JOIN {} {a} ON {a}.{} = q.k",
+            quote(t.info.name),
+            key_column(t.info)
+        ));
+    }
+    let source = match driver {
+        None => "(SELECT ?1 AS k) q".to_owned(),
+        Some(d) => {
+            select.push("q.ca".into());
+            select.push("q.rid".into());
+            let info = graph.table(d).info;
+            // Two index seeks merged: the rest of the cursor's revision
+            // (`= ca AND rowid >`), then later revisions (`> ca`). A single
+            // row-value comparison would make SQLite seek on `__changed_at`
+            // alone and rescan the cursor's revision on every page.
+            let part = |cond: &str, order: &str| {
+                format!(
+                    "SELECT * FROM (SELECT {key} AS k, __changed_at AS ca, rowid AS rid FROM {t} \
+                     WHERE {cond} ORDER BY {order} LIMIT ?3)",
+                    key = key_column(info),
+                    t = quote(info.name)
+                )
+            };
+            format!(
+                "(SELECT * FROM ({} UNION ALL {}) ORDER BY ca, rid LIMIT ?3) q",
+                part("__changed_at = ?1 AND rowid > ?2", "rowid"),
+                part("__changed_at > ?1", "__changed_at, rowid")
+            )
+        }
+    };
+    let order = if driver.is_some() {
+        " ORDER BY q.ca, q.rid"
+    } else {
+        ""
+    };
+    format!("SELECT {} FROM {source}{joins}{order}", select.join(", "))
+}
+
+/// Reads the states of `tables` from a row of a state query, from column
+/// `*i` on.
+pub(super) fn read_states(
+    graph: &Graph,
+    tables: &[TableId],
+    r: &rusqlite::Row<'_>,
+    i: &mut usize,
+    values: Values,
+) -> rusqlite::Result<Vec<Option<RowState>>> {
+    let mut out = Vec::with_capacity(tables.len());
+    for (n, &id) in tables.iter().enumerate() {
+        let t = graph.table(id);
+        let changed_at: Option<i64> = r.get(*i)?;
+        *i += 1;
+        let mut state = RowState {
+            changed_at: Revision::new(changed_at.unwrap_or(0)),
+            status: RowStatus::Ok,
+            code: None,
+            ins: Vec::new(),
+            values: Vec::with_capacity(t.info.columns.len()),
+            changed_ms: 0,
+        };
+        if t.info.input {
+            state.changed_ms = r.get::<_, Option<i64>>(*i)?.unwrap_or(0);
+            *i += 1;
+        } else {
+            let status = Status::from_code(r.get::<_, Option<i64>>(*i)?.unwrap_or(0));
+            let message: Option<String> = r.get(*i + 1)?;
+            let origin = Key::from_value(&from_ref(r.get_ref(*i + 2)?));
+            state.status = match status {
+                Status::Ok => RowStatus::Ok,
+                Status::Error => RowStatus::Failed {
+                    message: message.unwrap_or_default(),
+                },
+                Status::Blocked => RowStatus::Blocked {
+                    table: message.unwrap_or_default(),
+                    key: origin.unwrap_or_else(|| Key::Text(String::new())),
+                },
+            };
+            state.code = r.get(*i + 3)?;
+            *i += 4;
+            for _ in 0..t.inputs.len() {
+                state
+                    .ins
+                    .push(Revision::new(r.get::<_, Option<i64>>(*i)?.unwrap_or(0)));
+                *i += 1;
+            }
+        }
+        if values.of(n, tables.len()) {
+            for _ in t.info.columns {
+                state.values.push(from_ref(r.get_ref(*i)?));
+                *i += 1;
+            }
+        }
+        out.push(changed_at.map(|_| state));
+    }
+    Ok(out)
+}
+
+/// `(?1, ?2, ..), (?k, ..), ..`: `rows` groups of `per_row` placeholders.
+fn placeholders(rows: usize, per_row: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let ph: Vec<String> = (1..=per_row)
+                .map(|i| format!("?{}", r * per_row + i))
+                .collect();
+            format!("({})", ph.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn build_upsert_input(info: &TableInfo, rows: usize) -> String {
+    let cols: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
+    let key = key_column(info);
+    let others: Vec<&String> = cols
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| info.key != Some(*i))
+        .map(|(_, c)| c)
+        .collect();
+    let conflict = if others.is_empty() {
+        "DO NOTHING".to_owned()
+    } else {
+        let sets: Vec<String> = others
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let same: Vec<String> = others
+            .iter()
+            .map(|c| format!("{c} IS excluded.{c}"))
+            .collect();
+        format!(
+            "DO UPDATE SET {}, __changed_at = excluded.__changed_at, __changed_ms = excluded.__changed_ms WHERE NOT ({})",
+            sets.join(", "),
+            same.join(" AND ")
+        )
+    };
+    format!(
+        "INSERT INTO {t}({cols}, __changed_at, __changed_ms) VALUES {groups} ON CONFLICT({key}) {conflict}",
+        t = quote(info.name),
+        cols = cols.join(", "),
+        groups = placeholders(rows, info.columns.len() + 2),
+    )
+}
+
+fn build_upsert_derived(info: &TableInfo, inputs: usize, rows: usize) -> String {
+    let values: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
+    let ins: Vec<String> = (0..inputs).map(|j| format!("__in_{j}")).collect();
+    let mut cols = vec!["__key".to_owned()];
+    cols.extend(values.iter().cloned());
+    cols.extend(
+        [
+            "__status",
+            "__error",
+            "__origin_key",
+            "__code",
+            "__changed_at",
+        ]
+        .map(String::from),
+    );
+    cols.extend(ins.iter().cloned());
+    let mut same: Vec<String> = values
+        .iter()
+        .map(|c| format!("{c} IS excluded.{c}"))
+        .collect();
+    same.extend(["__status", "__error", "__origin_key"].map(|c| format!("{c} IS excluded.{c}")));
+    let mut sets = vec![format!(
+        "__changed_at = CASE WHEN {} THEN __changed_at ELSE excluded.__changed_at END",
+        same.join(" AND ")
+    )];
+    sets.extend(
+        values
+            .iter()
+            .chain(&ins)
+            .map(|c| format!("{c} = excluded.{c}")),
+    );
+    sets.extend(
+        ["__status", "__error", "__origin_key", "__code"].map(|c| format!("{c} = excluded.{c}")),
+    );
+    let guard: Vec<String> = ins.iter().map(|c| format!("excluded.{c} >= {c}")).collect();
+    let guard = if guard.is_empty() {
+        "1".to_owned()
+    } else {
+        guard.join(" AND ")
+    };
+    format!(
+        "INSERT INTO {t}({cols}) VALUES {groups} ON CONFLICT(__key) DO UPDATE SET {sets} WHERE {guard} \
+         RETURNING __key, __changed_at",
+        t = quote(info.name),
+        cols = cols.join(", "),
+        groups = placeholders(rows, cols.len()),
+        sets = sets.join(", "),
+    )
+}
+
+/// Moves the epoch (see [`crate::storage`]).
+pub(super) fn bump_epoch(tx: &rusqlite::Connection) -> SqlResult<()> {
+    tx.prepare_cached("UPDATE rederive_meta SET value = value + 1 WHERE key = 'epoch'")?
+        .execute([])?;
+    Ok(())
+}
+
+/// Takes the next revision.
+pub(super) fn next_revision(tx: &rusqlite::Connection) -> SqlResult<Revision> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE rederive_meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// The current revision.
+pub(super) fn current_revision(conn: &rusqlite::Connection) -> SqlResult<Revision> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM rederive_meta WHERE key = 'revision'")?
+        .query_row([], |r| r.get(0))?)
+}
