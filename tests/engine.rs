@@ -332,3 +332,67 @@ fn wide_integers_are_stored_when_they_fit() -> rederive::Result<()> {
     ));
     Ok(())
 }
+
+#[test]
+fn delete_removes_the_derived_rows_from_storage() -> rederive::Result<()> {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("delete.db");
+    let db = Db::open(&path)?;
+    db.put_all([src("a", "one two"), src("b", "three")])?;
+    assert_eq!(db.refresh()?.computed, 6);
+    let derived = ["Parsed", "Parity", "Summary"];
+    let rows = |db: &Db| -> rederive::Result<Vec<(String, u64, u64, u64)>> {
+        Ok(db
+            .status()?
+            .into_iter()
+            .filter(|s| derived.contains(&s.table.as_str()))
+            .map(|s| (s.table, s.rows, s.missing, s.stale))
+            .collect())
+    };
+    let stored = |table: &str| -> i64 {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    for t in derived {
+        assert_eq!(stored(t), 2, "{t}");
+    }
+
+    assert!(db.delete::<Source>("a")?);
+    for t in derived {
+        assert_eq!(stored(t), 1, "the rows of {t} derived from `a` must go");
+    }
+    let expect = |rows, missing| -> Vec<(String, u64, u64, u64)> {
+        derived
+            .iter()
+            .map(|t| (t.to_string(), rows, missing, 0))
+            .collect()
+    };
+    assert_eq!(rows(&db)?, expect(1, 0));
+
+    // The same input again: its derived rows are missing, not stale
+    // leftovers of the deleted row.
+    db.put(src("a", "one two"))?;
+    assert_eq!(rows(&db)?, expect(1, 1));
+    for t in derived {
+        assert_eq!(stored(t), 1, "{t}");
+    }
+    assert_eq!(db.explain::<Parsed>("a")?, Staleness::Missing);
+    assert_eq!(db.explain::<Summary>("a")?, Staleness::Missing);
+    let before = calls();
+    assert_eq!(db.refresh()?.computed, 3);
+    let after = calls();
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [1, 1, 1]
+    );
+    assert_eq!(db.get::<Summary>("a")?.text, "2 words, even: true");
+    Ok(())
+}
