@@ -394,15 +394,11 @@ fn a_lone_workers_batch_keeps_a_newcomer_off_the_whole_table() -> rederive::Resu
     Ok(())
 }
 
-/// KNOWN BUG (found while writing these tests): a worker holding a *row*
-/// lease that expired is taken over by a worker that finds itself alone and
-/// claims the whole *table*; `claim_table` leaves the expired row lease in
-/// place, and the row fence (`DELETE ... WHERE owner = ?`, no expiry check)
-/// then lets the first worker overwrite the newcomer's result.
-/// Un-ignore once `claim_table` clears expired row leases (or the fence
-/// checks that the lease is still unexpired or unclaimed by anyone else).
+/// A worker holding a *row* lease that expired is taken over by a worker
+/// that finds itself alone and claims the whole *table*: the takeover must
+/// remove the expired row lease, so that the first worker's row fence
+/// fails and it cannot overwrite the newcomer's result.
 #[test]
-#[ignore = "known bug: an expired row lease survives a whole-table takeover"]
 fn row_fence_holds_when_the_takeover_claims_the_whole_table() -> rederive::Result<()> {
     let setup = Setup::new();
     let fast = setup.open();
