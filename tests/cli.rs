@@ -1047,3 +1047,101 @@ fn watch_refreshes_on_another_process_s_write_and_stops_on_ctrl_c() {
     );
     interrupt(child);
 }
+
+/// Another program's database, made here with its own little graph.
+mod other_program {
+    use rederive::{derive_table, Row};
+    #[derive(Row, Debug, Clone, PartialEq)]
+    #[row(input)]
+    pub struct Invoice {
+        #[row(key)]
+        pub id: i64,
+        pub cents: i64,
+    }
+    #[derive(Row, Debug, Clone, PartialEq)]
+    pub struct Euros {
+        pub euros: f64,
+    }
+    #[derive_table]
+    pub fn euros(i: &Invoice) -> Euros {
+        Euros {
+            euros: i.cents as f64 / 100.0,
+        }
+    }
+
+    pub fn make(path: &std::path::Path) {
+        let node = *rederive::node::registered_nodes()
+            .into_iter()
+            .find(|n| n.name == "euros")
+            .unwrap();
+        let graph = rederive::Graph::new(vec![&<Invoice as Row>::TABLE], vec![node]).unwrap();
+        let db = rederive::Db::open_with(path, graph).unwrap();
+        db.put(Invoice { id: 7, cents: 1250 }).unwrap();
+        db.refresh().unwrap();
+    }
+}
+
+fn catalog_names(path: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap();
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    names
+}
+
+#[test]
+fn another_programs_database_is_refused_and_left_alone() {
+    let sb = Sandbox::new();
+    other_program::make(&sb.db);
+    let before = catalog_names(&sb.db);
+    for args in [
+        &["status"][..],
+        &["errors"],
+        &["explain", "Value", "answer"],
+        &["get", "Value", "answer"],
+        &["refresh"],
+    ] {
+        sb.run_db(args)
+            .code(2)
+            .stderr_has("another program")
+            .stderr_has("Invoice");
+        assert_eq!(catalog_names(&sb.db), before, "{args:?} changed the file");
+    }
+}
+
+#[test]
+fn status_reports_leftover_tables_and_prune_drops_them() {
+    let sb = Sandbox::new();
+    sb.run_db(&["refresh"]).code(0);
+    // A table left by a function this program no longer has.
+    let conn = rusqlite::Connection::open(&sb.db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE \"Gone\"(__key TEXT PRIMARY KEY, n INTEGER) STRICT;
+         INSERT INTO \"Gone\" VALUES ('a', 1);
+         INSERT INTO rederive_tables(name, input, columns, code) VALUES ('Gone', 0, 'n INTEGER', 'x');
+         CREATE TABLE \"OldInput\"(k TEXT PRIMARY KEY) STRICT;
+         INSERT INTO rederive_tables(name, input, columns, code) VALUES ('OldInput', 1, 'k TEXT', NULL);",
+    )
+    .unwrap();
+    drop(conn);
+    sb.run_db(&["status"])
+        .stdout_has("leftover table `Gone` (1 rows)")
+        .stdout_has("leftover input table `OldInput` (0 rows)");
+    sb.run_db(&["prune"])
+        .code(0)
+        .stdout_has("dropped `Gone`")
+        .stdout_has("kept input table `OldInput`");
+    let names = catalog_names(&sb.db);
+    assert!(!names.contains(&"Gone".to_owned()), "{names:?}");
+    assert!(names.contains(&"OldInput".to_owned()), "{names:?}");
+    sb.run_db(&["prune", "--inputs"])
+        .code(0)
+        .stdout_has("dropped `OldInput`");
+    assert!(!catalog_names(&sb.db).contains(&"OldInput".to_owned()));
+    sb.run_db(&["prune"]).stdout_has("no leftover tables");
+}
