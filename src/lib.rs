@@ -99,7 +99,7 @@
 //!
 //! A program that declares tables embeds the command line with
 //! [`cli::main`]: `status`, `refresh`, `get TABLE KEY`, `explain TABLE KEY`,
-//! `errors`, `retry`, `graph --format dot|mermaid` and `watch`, each with
+//! `errors`, `retry`, `prune`, `graph --format dot|mermaid` and `watch`, each with
 //! `--json`, over `--db PATH`.
 //!
 //! # Replicas

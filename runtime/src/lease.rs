@@ -196,7 +196,7 @@ impl Db {
             // Something was written since the plan (perhaps this very row,
             // by the worker that held it): plan again.
             let states = self.load_with_inputs(id, &key)?;
-            match self.plan(id, &key, states, None, mode == Mode::Retry) {
+            match self.plan(id, &key, states, None, mode) {
                 Plan::Work(work) => kept.push((key, work)),
                 Plan::Fresh => unneeded.push(key),
                 Plan::Wait | Plan::Settling => {

@@ -45,15 +45,15 @@ impl Db {
     /// Decides what to do about one row, given its state and its inputs'
     /// (`states[0]` and then one per input, in parameter order). The inputs
     /// are taken as settled: their tables were refreshed (or their rows
-    /// brought up to date) first. `forced` computes a settled row again
-    /// (`retry`).
+    /// brought up to date) first. In [`Mode::Retry`], a settled row is
+    /// computed again.
     pub(crate) fn plan(
         &self,
         id: TableId,
         key: &Key,
         mut states: Vec<Option<RowState>>,
         settle: Option<Settle>,
-        forced: bool,
+        mode: Mode,
     ) -> Plan {
         let t = self.graph.table(id);
         let n = t.inputs.len();
@@ -70,7 +70,7 @@ impl Db {
                 return Plan::Wait;
             };
             let verdict = judge(states[0].as_ref(), &inputs, self.code(id), settle);
-            if verdict.is_settled() && !forced {
+            if verdict.is_settled() && mode != Mode::Retry {
                 return Plan::Fresh;
             }
             if matches!(verdict, Verdict::Settling(_)) {
@@ -140,7 +140,7 @@ impl Db {
                     let mut batch = Vec::new();
                     for key in keys {
                         let states = self.load_with_inputs(id, &key)?;
-                        if let Plan::Work(work) = self.plan(id, &key, states, None, true) {
+                        if let Plan::Work(work) = self.plan(id, &key, states, None, Mode::Retry) {
                             batch.push((key, work));
                         }
                     }
@@ -191,7 +191,7 @@ impl Db {
         }
         loop {
             let states = self.load_with_inputs(id, key)?;
-            match self.plan(id, key, states, None, false) {
+            match self.plan(id, key, states, None, Mode::OnDemand) {
                 Plan::Fresh => return Ok(()),
                 Plan::Wait | Plan::Settling => return Err(self.not_found(id, key)),
                 Plan::Work(work) => {
@@ -239,7 +239,9 @@ impl Db {
             let mut cursor = ChangeCursor::after(watermark);
             loop {
                 self.check_cancel()?;
-                let seen = self.store().revision()?;
+                let mode = Mode::Refresh {
+                    seen: self.store().revision()?,
+                };
                 let page = self.store().changed_page(
                     &self.graph,
                     driver,
@@ -256,7 +258,7 @@ impl Db {
                     let settle = root_pos
                         .and_then(|p| row.states[p].as_ref())
                         .and_then(|root| self.settle_window(id, root, now));
-                    match self.plan(id, &row.key, row.states, settle, false) {
+                    match self.plan(id, &row.key, row.states, settle, mode) {
                         Plan::Fresh => {}
                         Plan::Wait => complete = false,
                         Plan::Settling => {
@@ -267,7 +269,7 @@ impl Db {
                     }
                 }
                 if !batch.is_empty() {
-                    let r = self.execute(id, batch, Mode::Refresh { seen })?;
+                    let r = self.execute(id, batch, mode)?;
                     complete &= r.skipped == 0;
                     report.add(&r);
                     progress(&report);
