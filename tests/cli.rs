@@ -1024,7 +1024,12 @@ fn watch_refreshes_on_another_process_s_write_and_stops_on_ctrl_c() {
     sb.define("w", "2 * 3 * 7");
     // (Other processes merely opening the database, like `explain` above,
     // may also wake it up, for a refresh with nothing to do.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let input = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watch never recomputed the changed definition"
+        );
         let event = next_refresh("input");
         assert_eq!(event["report"]["failed"], 0, "{event}");
         if event["report"]["computed"].as_u64().unwrap() > 0 {

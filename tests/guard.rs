@@ -63,7 +63,12 @@ impl Setup {
 }
 
 fn wait_started() {
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !STARTED.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the slow computation never started"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
