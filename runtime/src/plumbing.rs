@@ -11,8 +11,8 @@
 
 pub use crate::node::{ComputeFn, NodeDef, TableDef};
 pub use crate::row::{
-    ColumnDef, Derived, DerivedKind, GraphNode, Input, InputKind, IntoOutcome, Row, Table,
-    TableInfo,
+    ColumnDef, Derived, DerivedKind, GraphNode, Input, InputKind, IntoOutcome, Row, Storable,
+    Table, TableInfo,
 };
 pub use crate::value::{json_from_value, json_to_value, Column, KeyColumn, SqlType, Value};
 pub use crate::{__rederive_row as row, __rederive_table as table};
@@ -32,7 +32,7 @@ pub const fn assert_key_column<T: KeyColumn>() {}
 /// }
 /// ```
 ///
-/// `as` is `column` (through [`Column`]) or `json`. The `fallback` form
+/// `as` is `column` (through [`Storable`]) or `json`. The `fallback` form
 /// (`row! { fallback type: T, name: "T", kind: input }`) is emitted beside
 /// the errors of an invalid struct, so that its uses do not fail again.
 #[doc(hidden)]
@@ -151,11 +151,12 @@ macro_rules! __rederive_row {
         impl __rd::Derived for $ty {}
     };
 
+    // Through `Storable`, not `Column`: see `Storable`.
     (@column column $column:literal $fty:ty) => {
         $crate::__private::ColumnDef {
             name: $column,
-            ty: <$fty as $crate::__private::Column>::SQL,
-            nullable: <$fty as $crate::__private::Column>::NULLABLE,
+            ty: <$fty as $crate::__private::Storable>::SQL,
+            nullable: <$fty as $crate::__private::Storable>::NULLABLE,
             json: false,
         }
     };
@@ -168,13 +169,13 @@ macro_rules! __rederive_row {
         }
     };
     (@encode column $fty:ty, $value:expr) => {
-        <$fty as $crate::__private::Column>::to_value($value)
+        <$fty as $crate::__private::Storable>::to_value($value)
     };
     (@encode json $fty:ty, $value:expr) => {
         $crate::__private::json_to_value::<$fty>($value)
     };
     (@decode column $fty:ty, $value:expr) => {
-        <$fty as $crate::__private::Column>::from_value($value)
+        <$fty as $crate::__private::Storable>::from_value($value)
     };
     (@decode json $fty:ty, $value:expr) => {
         $crate::__private::json_from_value::<$fty>($value)

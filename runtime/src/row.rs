@@ -11,7 +11,7 @@
 //! user's crate, on the user's types, so the compiler's notes speak of the
 //! user's functions rather than of blanket impls.
 
-use crate::value::{SqlType, Value};
+use crate::value::{Column, SqlType, Value};
 
 /// One column of a table, as declared by a row type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,41 @@ impl TableInfo {
             }
         }
         s
+    }
+}
+
+/// A field type that `#[derive(Row)]` stores in a column: every [`Column`]
+/// is one, and nothing else.
+///
+/// Generated code names this trait rather than [`Column`], so that a field
+/// that cannot be stored gets one short error in our words (not one with a
+/// list of the types that can).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no column mapping",
+    label = "`{Self}` cannot be stored in a column",
+    note = "columns can be integers, floats, bool, String, Vec<u8>, or Option of those",
+    note = "to store any serde type as JSON text, mark the field `#[row(json)]`"
+)]
+pub trait Storable: Sized {
+    /// [`Column::SQL`].
+    const SQL: SqlType;
+    /// [`Column::NULLABLE`].
+    const NULLABLE: bool;
+    /// [`Column::to_value`].
+    fn to_value(&self) -> Result<Value, String>;
+    /// [`Column::from_value`].
+    fn from_value(value: Value) -> Result<Self, String>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Column> Storable for T {
+    const SQL: SqlType = <T as Column>::SQL;
+    const NULLABLE: bool = <T as Column>::NULLABLE;
+    fn to_value(&self) -> Result<Value, String> {
+        Column::to_value(self)
+    }
+    fn from_value(value: Value) -> Result<Self, String> {
+        <T as Column>::from_value(value)
     }
 }
 

@@ -43,18 +43,18 @@ pub fn expand(f: &Function, options: &Options) -> TokenStream {
     );
     let node = quote_spanned! {span=>
         ::rederive::__private::table! {
-                function: #function,
-                name: #name,
-                inputs: [#(#inputs),*],
-                vars: [#(#vars),*],
-                count: #count,
-                returns: #ret,
-                output: #output,
-                code_hash: #hash,
-                version: #version,
-                files: [#(#files),*],
-                settle_ms: #settle_ms,
-            }
+            function: #function,
+            name: #name,
+            inputs: [#(#inputs),*],
+            vars: [#(#vars),*],
+            count: #count,
+            returns: #ret,
+            output: #output,
+            code_hash: #hash,
+            version: #version,
+            files: [#(#files),*],
+            settle_ms: #settle_ms,
+        }
     };
     quote! {
         #item
@@ -68,7 +68,7 @@ pub fn expand(f: &Function, options: &Options) -> TokenStream {
 
 /// The hash of the function's signature and body (not its attributes): the
 /// code version's main part. Stored databases depend on it: keep it stable.
-pub fn function_hash(item: &ItemFn) -> String {
+fn function_hash(item: &ItemFn) -> String {
     let mut tokens = item.sig.to_token_stream();
     item.block.to_tokens(&mut tokens);
     code_hash(tokens)
@@ -80,9 +80,11 @@ pub fn function_hash(item: &ItemFn) -> String {
 /// name, because the compiler names an impl by the place of its header
 /// (`<impl at src/lib.rs:10:4: 10:13>`): a template's header would name a
 /// line of the runtime's source in every note about the impl (a dependency
-/// cycle). `do_not_recommend` keeps the impl out of the compiler's lists of
-/// "types that are tables" when some other type is not one.
-pub fn output_impl(f: &Function, output: &Type, items: TokenStream) -> TokenStream {
+/// cycle). The `where` clause never holds for an input table, which has its
+/// own impl; `do_not_recommend` keeps the impl out of the compiler's lists
+/// of "types that are tables" when some other type is not one; the `allow`
+/// is for a function defined inside another.
+fn output_impl(f: &Function, output: &Type, items: TokenStream) -> TokenStream {
     quote_spanned! {f.item.sig.ident.span()=>
         #[automatically_derived]
         #[allow(non_local_definitions)]
