@@ -380,3 +380,67 @@ impl Message {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn table(name: &'static str, type_path: &'static str, input: bool) -> TableInfo {
+        TableInfo {
+            name,
+            type_path,
+            input,
+            columns: &[],
+            key: None,
+        }
+    }
+
+    static DOC: TableInfo = table("Document", "app::Document", true);
+    static USER: TableInfo = table("User", "app::User", true);
+    static WORDS: TableInfo = table("Words", "app::Words", false);
+    static OUT: TableInfo = table("Out", "app::Out", false);
+
+    #[test]
+    fn a_derived_node_is_one_deeper_and_keyed_by_its_first_input_s_root() {
+        let doc = GraphNode::input(&DOC);
+        let words = GraphNode::derived(&WORDS, [doc]);
+        assert_eq!((words.depth, words.root.name), (1, "Document"));
+        let out = GraphNode::derived(&OUT, [doc, words, GraphNode::input(&USER)]);
+        assert_eq!((out.depth, out.root.name), (2, "Document"));
+    }
+
+    #[test]
+    fn roots_compare_by_type_path() {
+        check_roots(
+            "f",
+            [
+                GraphNode::input(&DOC),
+                GraphNode::derived(&WORDS, [GraphNode::input(&DOC)]),
+            ],
+        );
+        let twin = table("Document", "other::Document", true);
+        assert!(!same_table(&DOC, &twin));
+    }
+
+    #[test]
+    fn different_roots_name_the_function_and_both_roots() {
+        let words = GraphNode::derived(&WORDS, [GraphNode::input(&DOC)]);
+        let panic =
+            std::panic::catch_unwind(|| check_roots("greet", [words, GraphNode::input(&USER)]))
+                .unwrap_err();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert_eq!(
+            message,
+            "the inputs of `greet` have different roots: `Words` is keyed by `Document`, `User` by `User`; \
+             which rows of `Document` and `User` belong together is not defined"
+        );
+    }
+
+    #[test]
+    fn a_long_message_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(600);
+        let message = Message::new().push("x").push(&long);
+        assert_eq!(message.as_str().len(), 1023);
+        assert!(message.as_str().ends_with('é'));
+    }
+}

@@ -3,13 +3,21 @@
 //! The traits here also carry the compile-time graph checks. Every table
 //! implements [`Table`], whose [`Table::NODE`] is the table's place in the
 //! graph: an input table's is written by `#[derive(Row)]`, a derived table's
-//! by the `#[derive_table]` function that produces it, as `1 + ` the deepest
-//! of its inputs. So a dependency cycle makes those constants depend on
-//! themselves (E0391, naming the functions), two producers of one table
-//! conflict (E0119), and a parameter that is not a table fails to implement
-//! [`Table`] with our own message. Each of these constants is written in the
-//! user's crate, on the user's types, so the compiler's notes speak of the
-//! user's functions rather than of blanket impls.
+//! by the `#[derive_table]` function that produces it, as one more than the
+//! deepest of its inputs. So:
+//!
+//! * a dependency cycle makes those constants depend on themselves: E0391,
+//!   whose notes point at each function of the cycle and nothing else (each
+//!   constant is in an impl written in the user's crate, on the user's
+//!   type, and reads its inputs' through a generic function, so that each
+//!   table costs two notes; a named constant per function, read by the
+//!   impl, would double them);
+//! * two producers of one table are two impls of [`Table`] for it: E0119,
+//!   naming both functions;
+//! * a parameter that is not a table fails to implement [`Table`], with our
+//!   message, once;
+//! * inputs with different roots fail a constant's evaluation, with our
+//!   message naming both roots.
 
 use crate::value::{Column, SqlType, Value};
 

@@ -56,9 +56,12 @@ pub fn expand(f: &Function, options: &Options) -> TokenStream {
             settle_ms: #settle_ms,
         }
     };
+    // The node exists when the function does.
+    let cfgs = item.attrs.iter().filter(|a| a.path().is_ident("cfg"));
     quote! {
         #item
 
+        #(#cfgs)*
         const _: () = {
             #output_impl
             #node

@@ -324,3 +324,22 @@ fn invalid_options_still_expand_the_node() {
     assert!(out.contains("code_hash"), "{out}");
     assert!(out.contains("version : 0u64"), "{out}");
 }
+
+#[test]
+fn the_node_follows_the_function_s_cfg() {
+    let out = ok(
+        quote!(),
+        quote!(
+            #[cfg(feature = "x")]
+            #[inline]
+            fn f(s: &S) -> T {
+                todo!()
+            }
+        ),
+    );
+    let node = out.split_once("const _").unwrap().0;
+    assert!(
+        node.trim_end().ends_with("# [cfg (feature = \"x\")]"),
+        "{out}"
+    );
+}
