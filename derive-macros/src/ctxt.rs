@@ -20,6 +20,13 @@ impl Ctxt {
         }
     }
 
+    /// Adds every error of `other`.
+    pub fn push_all(&mut self, other: Ctxt) {
+        if let Some(e) = other.errors {
+            self.push(e);
+        }
+    }
+
     pub fn has_errors(&self) -> bool {
         self.errors.is_some()
     }

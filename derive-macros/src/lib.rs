@@ -1,10 +1,16 @@
 //! Procedural macros for rederive. Use them through the `rederive` crate:
 //! `#[derive(rederive::Row)]` and `#[rederive::derive_table]`.
 //!
-//! Each macro parses its input, validates it (collecting every error, each
-//! spanned on the offending tokens), and expands. On invalid input it emits
-//! the errors *and* a fallback expansion, so that the user sees the real
-//! error rather than a cascade of "not a row type" errors at every use.
+//! Each macro is laid out as parse → validate → expand, with a fallback
+//! (the `ast`, `valid`, `expand` and `fallback` modules of `row` and
+//! `table`). Validation collects every error, each spanned on the offending
+//! tokens; on invalid input the macro emits the errors *and* a fallback
+//! expansion, so that the user sees the real error rather than a cascade of
+//! "not a row type" errors at every use.
+//!
+//! The macros stay thin: the code they generate is written once, as
+//! `macro_rules!` templates in the runtime (`rederive_runtime::__private`),
+//! and the macros pass tokens to them.
 //!
 //! Set `REDERIVE_DEBUG_EXPAND=1` while compiling to print every expansion.
 
@@ -20,13 +26,19 @@ mod table;
 #[proc_macro_derive(Row, attributes(row))]
 pub fn derive_row(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
-    debug_dump("derive(Row)", row::expand(input)).into()
+    debug_dump("derive(Row)", row::derive(&input)).into()
 }
 
 /// Turns a function into a derived table. See the `rederive` crate.
+///
+/// The function's parameters are `&Row` (input or derived tables, joined
+/// on their common root key) and it returns a row type `R`, or
+/// `Result<R, E>` with `E: Display`. Options, all optional:
+///
+#[doc = options::for_each_option!(options::options_doc)]
 #[proc_macro_attribute]
 pub fn derive_table(args: TokenStream, item: TokenStream) -> TokenStream {
-    debug_dump("derive_table", table::expand(args.into(), item.into())).into()
+    debug_dump("derive_table", table::derive(args.into(), item.into())).into()
 }
 
 fn debug_dump(what: &str, tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {

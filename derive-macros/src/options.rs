@@ -1,5 +1,6 @@
-//! The options of `#[derive_table(...)]`: `version = N`, `files = [..]`,
-//! `settle = ".."`.
+//! The options of `#[derive_table(...)]`, declared once in [`for_each_option`]:
+//! their parsing, the error messages that list them and the macro's
+//! documentation are all generated from that list.
 
 use crate::ctxt::Ctxt;
 use proc_macro2::TokenStream;
@@ -7,6 +8,106 @@ use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Expr, ExprArray, ExprLit, Lit, LitStr, Meta, Token};
 
+/// The option list: `Variant name "example" "what it does";` for each option.
+/// Calls `$then!` with the list.
+macro_rules! for_each_option {
+    ($($then:ident)::+) => {
+        $($then)::+! {
+            Version version "version = 2"
+                "a number bumped by hand when the function's meaning changes without its tokens changing; part of the code version";
+            Files files "files = [\"grammar/*.txt\"]"
+                "globs of files the function depends on, relative to the crate's directory; their contents are part of the code version";
+            Settle settle "settle = \"30s\""
+                "compute a row only once its root row has been unchanged this long (units: ms, s, m, h)";
+        }
+    };
+}
+pub(crate) use for_each_option;
+
+/// The options as a Markdown list, for the macro's documentation.
+macro_rules! options_doc {
+    ($($variant:ident $name:ident $example:literal $doc:literal;)*) => {
+        concat!($("- `", $example, "`: ", $doc, ".\n"),*)
+    };
+}
+pub(crate) use options_doc;
+
+macro_rules! define_option_name {
+    ($($variant:ident $name:ident $example:literal $doc:literal;)*) => {
+        /// The name of an option.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum OptionName {
+            $($variant),*
+        }
+
+        impl OptionName {
+            /// Every option, in the documented order.
+            pub const ALL: &'static [OptionName] = &[$(OptionName::$variant),*];
+
+            /// The name as written in `#[derive_table(..)]`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(OptionName::$variant => stringify!($name)),*
+                }
+            }
+
+            /// An example of the option, for messages.
+            pub fn example(self) -> &'static str {
+                match self {
+                    $(OptionName::$variant => $example),*
+                }
+            }
+        }
+    };
+}
+for_each_option!(define_option_name);
+
+impl OptionName {
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|o| o.as_str() == name)
+    }
+
+    /// The option `name` is a misspelling of, if any (at most two edits).
+    fn closest(name: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .map(|o| (edit_distance(name, o.as_str()), o))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, o)| o)
+    }
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// "the options are `version = 2`, `files = [..]` and `settle = ".."`".
+fn known() -> String {
+    let examples: Vec<String> = OptionName::ALL
+        .iter()
+        .map(|o| format!("`{}`", o.example()))
+        .collect();
+    match examples.split_last() {
+        Some((last, [])) => format!("the only option is {last}"),
+        Some((last, rest)) => format!("the options are {} and {last}", rest.join(", ")),
+        None => "`#[derive_table]` takes no options".to_owned(),
+    }
+}
+
+/// The parsed options; a missing or invalid option keeps its default.
 #[derive(Debug, Default, PartialEq)]
 pub struct Options {
     pub version: u64,
@@ -14,9 +115,6 @@ pub struct Options {
     /// Milliseconds.
     pub settle_ms: u64,
 }
-
-const KNOWN: &str =
-    "the options are `version = N`, `files = [\"glob\", ..]` and `settle = \"30s\"`";
 
 struct MetaList(Punctuated<Meta, Token![,]>);
 
@@ -26,92 +124,111 @@ impl Parse for MetaList {
     }
 }
 
+/// Parses the attribute's arguments, reporting every error to `cx`.
 pub fn parse(cx: &mut Ctxt, args: TokenStream) -> Options {
     let mut options = Options::default();
     let list = match MetaList::parse.parse2(args) {
         Ok(list) => list.0,
         Err(e) => {
+            let known = known();
             cx.push(syn::Error::new(
                 e.span(),
-                format!("malformed `#[derive_table]` options: {e}; {KNOWN}"),
+                format!("malformed `#[derive_table]` options: {e}; {known}"),
             ));
             return options;
         }
     };
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: Vec<OptionName> = Vec::new();
     for meta in list {
-        let name = meta
-            .path()
-            .get_ident()
-            .map(|i| i.to_string())
-            .unwrap_or_default();
-        if seen.contains(&name) {
-            cx.error_spanned_by(meta.path(), format!("duplicate option `{name}`"));
-            continue;
-        }
-        let Meta::NameValue(nv) = &meta else {
-            match name.as_str() {
-                "version" | "files" | "settle" => {
-                    cx.error_spanned_by(&meta, format!("option `{name}` needs a value: {KNOWN}"))
-                }
-                _ => cx.error_spanned_by(meta.path(), format!("unknown option; {KNOWN}")),
-            }
+        let ident = meta.path().get_ident().map(|i| i.to_string());
+        let Some(name) = ident.as_deref().and_then(OptionName::from_name) else {
+            let shown = match ident.as_deref() {
+                Some(i) => match OptionName::closest(i) {
+                    Some(o) => format!(" `{i}` (did you mean `{}`?)", o.as_str()),
+                    None => format!(" `{i}`"),
+                },
+                None => String::new(),
+            };
+            cx.error_spanned_by(meta.path(), format!("unknown option{shown}; {}", known()));
             continue;
         };
-        seen.push(name.clone());
-        match name.as_str() {
-            "version" => match &nv.value {
-                Expr::Lit(ExprLit {
-                    lit: Lit::Int(i), ..
-                }) => match i.base10_parse::<u64>() {
-                    Ok(v) => options.version = v,
-                    Err(_) => cx.error_spanned_by(
-                        i,
-                        "`version` must be a whole number from 0 to 18446744073709551615",
-                    ),
-                },
-                other => {
-                    cx.error_spanned_by(other, "`version` takes an integer, e.g. `version = 2`")
-                }
-            },
-            "files" => {
-                match &nv.value {
-                    Expr::Array(ExprArray { elems, .. }) => {
-                        for elem in elems {
-                            match elem {
-                            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => match check_glob(s) {
-                                Ok(()) => options.files.push(s.value()),
-                                Err(e) => cx.push(e),
-                            },
-                            other => cx.error_spanned_by(
-                                other,
-                                "`files` takes string literals, e.g. `files = [\"grammar/*.txt\"]`",
-                            ),
-                        }
-                        }
-                    }
-                    other => cx.error_spanned_by(
-                        other,
-                        "`files` takes a list of globs, e.g. `files = [\"grammar/*.txt\"]`",
-                    ),
-                }
-            }
-            "settle" => match &nv.value {
-                Expr::Lit(ExprLit {
-                    lit: Lit::Str(s), ..
-                }) => match parse_duration_ms(&s.value()) {
-                    Ok(ms) => options.settle_ms = ms,
-                    Err(why) => cx.error_spanned_by(s, format!("invalid `settle` duration: {why}")),
-                },
-                other => cx.error_spanned_by(
-                    other,
-                    "`settle` takes a duration string, e.g. `settle = \"30s\"`",
+        if seen.contains(&name) {
+            cx.error_spanned_by(meta.path(), format!("duplicate option `{}`", name.as_str()));
+            continue;
+        }
+        seen.push(name);
+        let Meta::NameValue(nv) = &meta else {
+            cx.error_spanned_by(
+                &meta,
+                format!(
+                    "option `{}` needs a value, e.g. `{}`",
+                    name.as_str(),
+                    name.example()
                 ),
-            },
-            _ => cx.error_spanned_by(&nv.path, format!("unknown option `{name}`; {KNOWN}")),
+            );
+            continue;
+        };
+        match name {
+            OptionName::Version => parse_version(cx, &nv.value, &mut options),
+            OptionName::Files => parse_files(cx, &nv.value, &mut options),
+            OptionName::Settle => parse_settle(cx, &nv.value, &mut options),
         }
     }
     options
+}
+
+fn parse_version(cx: &mut Ctxt, value: &Expr, options: &mut Options) {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => match i.base10_parse::<u64>() {
+            Ok(v) => options.version = v,
+            Err(_) => cx.error_spanned_by(
+                i,
+                "`version` must be a whole number from 0 to 18446744073709551615",
+            ),
+        },
+        other => cx.error_spanned_by(other, "`version` takes an integer, e.g. `version = 2`"),
+    }
+}
+
+fn parse_files(cx: &mut Ctxt, value: &Expr, options: &mut Options) {
+    let Expr::Array(ExprArray { elems, .. }) = value else {
+        cx.error_spanned_by(
+            value,
+            "`files` takes a list of globs, e.g. `files = [\"grammar/*.txt\"]`",
+        );
+        return;
+    };
+    for elem in elems {
+        match elem {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) => match check_glob(s) {
+                Ok(()) => options.files.push(s.value()),
+                Err(e) => cx.push(e),
+            },
+            other => cx.error_spanned_by(
+                other,
+                "`files` takes string literals, e.g. `files = [\"grammar/*.txt\"]`",
+            ),
+        }
+    }
+}
+
+fn parse_settle(cx: &mut Ctxt, value: &Expr, options: &mut Options) {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => match parse_duration_ms(&s.value()) {
+            Ok(ms) => options.settle_ms = ms,
+            Err(why) => cx.error_spanned_by(s, format!("invalid `settle` duration: {why}")),
+        },
+        other => cx.error_spanned_by(
+            other,
+            "`settle` takes a duration string, e.g. `settle = \"30s\"`",
+        ),
+    }
 }
 
 fn check_glob(s: &LitStr) -> syn::Result<()> {
@@ -199,6 +316,18 @@ mod tests {
     }
 
     #[test]
+    fn every_documented_example_parses() {
+        for name in OptionName::ALL {
+            let example: TokenStream = name.example().parse().unwrap();
+            parse_ok(example);
+        }
+        let doc = for_each_option!(options_doc);
+        for name in OptionName::ALL {
+            assert!(doc.contains(name.example()), "{doc}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration_ms("250ms"), Ok(250));
         assert_eq!(parse_duration_ms("30s"), Ok(30_000));
@@ -217,8 +346,22 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(parse_err(quote!(colour = 3)).contains("unknown option `colour`"));
+        let unknown = parse_err(quote!(colour = 3));
+        assert!(unknown.contains("unknown option `colour`"), "{unknown}");
+        assert!(
+            unknown.contains(
+                "`version = 2`, `files = [\\\"grammar/*.txt\\\"]` and `settle = \\\"30s\\\"`"
+            ),
+            "{unknown}"
+        );
         assert!(parse_err(quote!(colour)).contains("unknown option"));
+        let typo = parse_err(quote!(verison = 2));
+        assert!(
+            typo.contains("`verison` (did you mean `version`?)"),
+            "{typo}"
+        );
+        assert!(parse_err(quote!(setle = "1s")).contains("did you mean `settle`?"));
+        assert!(!parse_err(quote!(colour = 1)).contains("did you mean"));
         assert!(parse_err(quote!(version)).contains("needs a value"));
         assert!(parse_err(quote!(version = "2")).contains("takes an integer"));
         let neg = parse_err(quote!(version = -1));

@@ -29,19 +29,8 @@ pub use row::{ColumnDef, Derived, Input, Produced, Rooted, Row, Table, TableInfo
 pub use staleness::{StaleRow, Staleness};
 pub use value::{Column, Key, SqlType, Value};
 
-/// Items used by generated code. Not public API.
+/// Items used by generated code, and the templates of that code. Not
+/// public API.
 #[doc(hidden)]
-pub mod __private {
-    pub use crate::node::{ComputeFn, NodeDef, TableDef};
-    pub use crate::row::{
-        max_depth, ColumnDef, Derived, DerivedKind, Input, InputKind, IntoOutcome, Produced,
-        RootByKind, Rooted, Row, SameRoot, Table, TableByKind, TableInfo,
-    };
-    pub use crate::value::{json_from_value, json_to_value, Column, KeyColumn, SqlType, Value};
-    pub use inventory;
-
-    /// Compile-time check that two inputs share a root.
-    pub const fn assert_same_root<First, This: SameRoot<First>>() {}
-    /// Compile-time check that a field type can be a key column.
-    pub const fn assert_key_column<T: KeyColumn>() {}
-}
+#[path = "plumbing.rs"]
+pub mod __private;

@@ -1,13 +1,25 @@
 //! Row types and tables: what `#[derive(Row)]` and `#[derive_table]` implement.
 //!
-//! The traits here also carry the compile-time graph checks: every table has a
-//! `Table::DEPTH` (0 for inputs, one more than the deepest input for derived
-//! tables) and a `Table::Root`. A dependency cycle makes the depth constants
-//! depend on themselves (E0391), two producers of one table conflict (E0119),
-//! and a table nobody produces fails to implement [`Produced`] with our own
-//! message.
+//! The traits here also carry the compile-time graph checks. Every table
+//! implements [`Table`], whose [`Table::NODE`] is the table's place in the
+//! graph: an input table's is written by `#[derive(Row)]`, a derived table's
+//! by the `#[derive_table]` function that produces it, as one more than the
+//! deepest of its inputs. So:
+//!
+//! * a dependency cycle makes those constants depend on themselves: E0391,
+//!   whose notes point at each function of the cycle and nothing else (each
+//!   constant is in an impl written in the user's crate, on the user's
+//!   type, and reads its inputs' through a generic function, so that each
+//!   table costs two notes; a named constant per function, read by the
+//!   impl, would double them);
+//! * two producers of one table are two impls of [`Table`] for it: E0119,
+//!   naming both functions;
+//! * a parameter that is not a table fails to implement [`Table`], with our
+//!   message, once;
+//! * inputs with different roots fail a constant's evaluation, with our
+//!   message naming both roots.
 
-use crate::value::{SqlType, Value};
+use crate::value::{Column, SqlType, Value};
 
 /// One column of a table, as declared by a row type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +79,41 @@ impl TableInfo {
     }
 }
 
+/// A field type that `#[derive(Row)]` stores in a column: every [`Column`]
+/// is one, and nothing else.
+///
+/// Generated code names this trait rather than [`Column`], so that a field
+/// that cannot be stored gets one short error in our words (not one with a
+/// list of the types that can).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no column mapping",
+    label = "`{Self}` cannot be stored in a column",
+    note = "columns can be integers, floats, bool, String, Vec<u8>, or Option of those",
+    note = "to store any serde type as JSON text, mark the field `#[row(json)]`"
+)]
+pub trait Storable: Sized {
+    /// [`Column::SQL`].
+    const SQL: SqlType;
+    /// [`Column::NULLABLE`].
+    const NULLABLE: bool;
+    /// [`Column::to_value`].
+    fn to_value(&self) -> Result<Value, String>;
+    /// [`Column::from_value`].
+    fn from_value(value: Value) -> Result<Self, String>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Column> Storable for T {
+    const SQL: SqlType = <T as Column>::SQL;
+    const NULLABLE: bool = <T as Column>::NULLABLE;
+    fn to_value(&self) -> Result<Value, String> {
+        Column::to_value(self)
+    }
+    fn from_value(value: Value) -> Result<Self, String> {
+        <T as Column>::from_value(value)
+    }
+}
+
 /// Marker for input tables (`#[row(input)]`), see [`Row::Kind`].
 pub enum InputKind {}
 /// Marker for derived tables, see [`Row::Kind`].
@@ -94,125 +141,126 @@ pub trait Input: Row<Kind = InputKind> {}
 
 /// A row type of a derived table (a `#[derive(Row)]` without `#[row(input)]`).
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is an input table, so no `#[derive_table]` function can produce it",
-    label = "returns the input table `{Self}`",
-    note = "input tables are written by users with `db.put`; return a derived row type (a `#[derive(Row)]` struct without `#[row(input)]`)"
+    message = "`{Self}` is not a derived row type, so no `#[derive_table]` function can return it",
+    label = "not a derived row type",
+    note = "return a `#[derive(Row)]` struct without `#[row(input)]`; input tables (`#[row(input)]`) are written by users, with `db.put`"
 )]
-pub trait Derived: Row<Kind = DerivedKind> {}
-
-/// Implemented by `#[derive_table]` for the row type its function returns.
-#[diagnostic::on_unimplemented(
-    message = "no `#[derive_table]` function produces `{Self}`",
-    label = "`{Self}` is neither an input table nor produced by any function",
-    note = "mark `{Self}` as `#[row(input)]` if users write it, or add a `#[derive_table]` function that returns it"
-)]
-pub trait Produced: Derived {
-    /// The producing function's first input. (The root is found through it
-    /// lazily, so that a cycle is reported by the depth constants, in terms
-    /// of the functions, rather than as an overflow of type projections.)
-    type FirstInput;
-    /// One more than the deepest input of the producing function.
-    const DEPTH: usize;
+pub trait Derived: Row<Kind = DerivedKind> {
+    /// Lets generated code check that a type is derived with a plain path
+    /// (`<T as Derived>::IS_DERIVED`), whose error carries only our message.
+    #[doc(hidden)]
+    const IS_DERIVED: () = ();
 }
 
-#[doc(hidden)]
-pub trait TableByKind<K> {
-    const DEPTH: usize;
+/// A table's place in the graph, computed at compile time.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphNode {
+    /// The table.
+    pub table: &'static TableInfo,
+    /// Distance from the inputs: 0 for an input table, one more than the
+    /// deepest input for a derived table.
+    pub depth: usize,
+    /// The input table whose key the rows are keyed by.
+    pub root: &'static TableInfo,
 }
 
-impl<T: Input> TableByKind<InputKind> for T {
-    const DEPTH: usize = 0;
-}
+impl GraphNode {
+    /// An input table: its own root, at depth 0.
+    pub const fn input(table: &'static TableInfo) -> Self {
+        GraphNode {
+            table,
+            depth: 0,
+            root: table,
+        }
+    }
 
-impl<T: Produced> TableByKind<DerivedKind> for T {
-    const DEPTH: usize = <T as Produced>::DEPTH;
+    /// A derived table read from `inputs` (in parameter order): one deeper
+    /// than the deepest, keyed by the first input's root.
+    pub const fn derived<const N: usize>(
+        table: &'static TableInfo,
+        inputs: [GraphNode; N],
+    ) -> Self {
+        let mut depth = 0;
+        let mut i = 0;
+        while i < N {
+            if inputs[i].depth > depth {
+                depth = inputs[i].depth;
+            }
+            i += 1;
+        }
+        GraphNode {
+            table,
+            depth: depth + 1,
+            root: if N == 0 { table } else { inputs[0].root },
+        }
+    }
 }
 
 /// A table of the graph: an input table, or a derived table with a producer.
+///
+/// Implemented by `#[derive(Row)]` for input tables and by `#[derive_table]`
+/// for the table its function returns.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a table: neither an input table nor produced by a `#[derive_table]` function",
+    label = "cannot be a parameter of a `#[derive_table]` function",
+    note = "a parameter is `&T`, where `T` is a `#[derive(Row)]` struct marked `#[row(input)]` (users write it) or returned by a `#[derive_table]` function"
+)]
+pub trait Table: Row {
+    /// The table's place in the graph.
+    const NODE: GraphNode;
+    /// [`Row::TABLE`], reachable through this trait so that generated code
+    /// names each parameter's type through one trait only (one error when
+    /// it is not a table, not one per trait).
+    #[doc(hidden)]
+    const INFO: &'static TableInfo = &<Self as Row>::TABLE;
+    /// [`Row::decode`], for the same reason as [`Table::INFO`].
+    #[doc(hidden)]
+    fn decode_input(values: Vec<Value>) -> Result<Self, String> {
+        <Self as Row>::decode(values)
+    }
+}
+
+/// A derived table with a producer: a `#[derive_table]` function returns it.
 #[diagnostic::on_unimplemented(
     message = "no `#[derive_table]` function produces `{Self}`",
     label = "`{Self}` is neither an input table nor produced by any function",
     note = "mark `{Self}` as `#[row(input)]` if users write it, or add a `#[derive_table]` function that returns it"
 )]
-pub trait Table: Row {
-    /// Distance from the inputs: 0 for input tables.
-    const DEPTH: usize;
-}
+pub trait Produced: Derived + Table {}
 
-impl<T: Row + TableByKind<<T as Row>::Kind>> Table for T {
-    const DEPTH: usize = <T as TableByKind<<T as Row>::Kind>>::DEPTH;
-}
+impl<T: Derived + Table> Produced for T {}
 
-#[doc(hidden)]
-pub trait RootByKind<K> {
-    type Root;
-}
-
-impl<T: Input> RootByKind<InputKind> for T {
-    type Root = T;
-}
-
-impl<T: Produced> RootByKind<DerivedKind> for T
-where
-    T::FirstInput: Rooted,
-{
-    type Root = <T::FirstInput as Rooted>::Root;
-}
-
-/// The input table a table's rows are keyed by (its *root*). Kept apart
-/// from [`Table`] and resolved lazily, so that a dependency cycle is reported
-/// by the depth constants, in terms of the functions, rather than as an
-/// overflow while resolving roots.
-pub trait Rooted: Row {
+/// The input table a table's rows are keyed by (its *root*): the table
+/// itself for an input table, the first input's root for a derived table.
+pub trait Rooted: Table {
     /// The root table.
-    type Root;
+    const ROOT: &'static TableInfo = <Self as Table>::NODE.root;
 }
 
-impl<T: Row + RootByKind<<T as Row>::Kind>> Rooted for T {
-    type Root = <T as RootByKind<<T as Row>::Kind>>::Root;
-}
-
-/// Holds when two inputs of one function share a root table.
-#[diagnostic::on_unimplemented(
-    message = "the inputs of this function have different roots: `{Other}` and `{Self}`",
-    label = "this input's root is `{Self}`, the first input's root is `{Other}`",
-    note = "a function's inputs are joined on their common root key; which rows of `{Other}` and `{Self}` belong together is not defined"
-)]
-pub trait SameRoot<Other> {}
-impl<T> SameRoot<T> for T {}
+impl<T: Table> Rooted for T {}
 
 /// Converts what a `#[derive_table]` function returns (`R` or `Result<R, E>`)
-/// into the stored outcome.
+/// into the stored outcome: the row, or the error's message.
 #[diagnostic::on_unimplemented(
-    message = "a `#[derive_table]` function must return a row type or `Result<Row, E>` with `E: Display`",
-    label = "`{Self}` is not a row type, nor a `Result` of one with a displayable error"
+    message = "the error of `{Self}` cannot be stored: it does not implement `Display`",
+    label = "the error type must implement `std::fmt::Display`",
+    note = "rederive stores a function's error as its message, `e.to_string()`"
 )]
 pub trait IntoOutcome<R> {
     /// The row, or the error's message.
     fn into_outcome(self) -> Result<R, String>;
 }
 
-impl<R: Row> IntoOutcome<R> for R {
+#[diagnostic::do_not_recommend]
+impl<R> IntoOutcome<R> for R {
     fn into_outcome(self) -> Result<R, String> {
         Ok(self)
     }
 }
 
-impl<R: Row, E: std::fmt::Display> IntoOutcome<R> for Result<R, E> {
+#[diagnostic::do_not_recommend]
+impl<R, E: std::fmt::Display> IntoOutcome<R> for Result<R, E> {
     fn into_outcome(self) -> Result<R, String> {
         self.map_err(|e| e.to_string())
     }
-}
-
-/// `max` usable in constants (for the generated depth constants).
-pub const fn max_depth(depths: &[usize]) -> usize {
-    let mut m = 0;
-    let mut i = 0;
-    while i < depths.len() {
-        if depths[i] > m {
-            m = depths[i];
-        }
-        i += 1;
-    }
-    m
 }
