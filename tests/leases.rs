@@ -185,6 +185,13 @@ fn row_fence_refuses_a_taken_over_worker_with_the_same_inputs() -> rederive::Res
     slow.set_lease_ttl(Duration::from_millis(1));
     let fast = setup.open();
     slow.put(task("k", 7))?;
+    take_over_while_computing(&slow, &fast, "lease")
+}
+
+/// `slow` computes `k` and is held at the gate; `fast` takes the row over
+/// (its lease expired) and computes it from the same inputs; then `slow`
+/// finishes and must be refused by its fence (`what`: the lease it held).
+fn take_over_while_computing(slow: &Db, fast: &Db, what: &str) -> rederive::Result<()> {
     arm();
     std::thread::scope(|scope| -> rederive::Result<()> {
         let _open_gate = OpenGateOnDrop;
@@ -192,7 +199,7 @@ fn row_fence_refuses_a_taken_over_worker_with_the_same_inputs() -> rederive::Res
         let slow_call = wait_held();
 
         // The same inputs, computed again by the worker taking the row over.
-        let r = refresh_until_taken_over(&fast, "k");
+        let r = refresh_until_taken_over(fast, "k");
         assert_eq!((r.computed, r.skipped), (1, 0), "{r:?}");
         let fast_call = fast.get::<Stamp>("k")?.call;
         assert_ne!(fast_call, slow_call);
@@ -206,12 +213,12 @@ fn row_fence_refuses_a_taken_over_worker_with_the_same_inputs() -> rederive::Res
                 old_report.skipped
             ),
             (0, 0, 1),
-            "the worker that lost its lease must not write: {old_report:?}"
+            "the worker that lost its {what} must not write: {old_report:?}"
         );
         assert_eq!(
             fast.get::<Stamp>("k")?.call,
             fast_call,
-            "the stored row is the result of the worker that took the row over"
+            "the stored row is the result of the worker that took over"
         );
         Ok(())
     })?;
@@ -231,39 +238,7 @@ fn table_fence_refuses_a_lone_worker_whose_table_lease_expired() -> rederive::Re
     // Opened, but registered only when it first claims: the slow worker is alone.
     let fast = setup.open();
     slow.put(task("k", 7))?;
-    arm();
-    std::thread::scope(|scope| -> rederive::Result<()> {
-        let _open_gate = OpenGateOnDrop;
-        let old = scope.spawn(|| slow.refresh());
-        let slow_call = wait_held();
-
-        let r = refresh_until_taken_over(&fast, "k");
-        assert_eq!((r.computed, r.skipped), (1, 0), "{r:?}");
-        let fast_call = fast.get::<Stamp>("k")?.call;
-        assert_ne!(fast_call, slow_call);
-
-        RELEASE.store(true, Ordering::SeqCst);
-        let old_report = old.join().expect("refresh thread panicked")?;
-        assert_eq!(
-            (
-                old_report.computed,
-                old_report.unchanged,
-                old_report.skipped
-            ),
-            (0, 0, 1),
-            "the worker that lost its table lease must not write: {old_report:?}"
-        );
-        assert_eq!(
-            fast.get::<Stamp>("k")?.call,
-            fast_call,
-            "the stored row is the result of the worker that took the table over"
-        );
-        Ok(())
-    })?;
-    assert_eq!(calls_of("k"), 2);
-    assert_eq!(slow.explain::<Stamp>("k")?, Staleness::Fresh);
-    assert_eq!(fast.refresh()?.calls(), 0);
-    Ok(())
+    take_over_while_computing(&slow, &fast, "table lease")
 }
 
 /// A computation that outlives its lease's TTL keeps the lease through its
