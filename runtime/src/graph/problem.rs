@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-/// One problem with a graph. [`Graph::new`] reports all of them at once.
+/// One problem with a graph. [`Graph::new`](super::Graph::new) reports all of them at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum GraphProblem {

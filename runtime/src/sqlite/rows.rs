@@ -154,9 +154,11 @@ impl Rows for SqliteStore {
         run(|| {
             let sql = self.cache.state_sql(graph, tables, Some(driver), values);
             let mut stmt = self.conn.prepare_cached(&sql)?;
+            // Before the first row after the cursor's revision: none of the
+            // rows changed at that revision itself.
             let rowid = match after.position() {
                 Value::Integer(i) => *i,
-                _ => i64::MIN,
+                _ => i64::MAX,
             };
             let rows = stmt.query_map(params![after.revision(), rowid, limit as i64], |r| {
                 let key = from_ref(r.get_ref(0)?);

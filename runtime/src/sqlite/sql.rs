@@ -217,8 +217,12 @@ pub(super) fn read_states(
             }
         }
         if values.of(n, tables.len()) {
+            // Failed and blocked rows have no values (their columns are NULL).
+            let keep = state.status == RowStatus::Ok;
             for _ in t.info.columns {
-                state.values.push(from_ref(r.get_ref(*i)?));
+                if keep {
+                    state.values.push(from_ref(r.get_ref(*i)?));
+                }
                 *i += 1;
             }
         }
