@@ -392,6 +392,20 @@ fn peak_rss_mib() -> Option<f64> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = tempfile_dir();
+    if args.get(1).map(String::as_str) == Some("--build") {
+        // Quick look at the full build alone: engine vs the plain program.
+        let n: usize = args[2].parse().unwrap();
+        let db = build(&dir.join("build.db"), n);
+        let (d, r) = time(|| db.refresh().unwrap());
+        assert_eq!(r.computed as usize, 3 * n);
+        let plain = hand_written_plain(&dir.join("plain.db"), n);
+        println!(
+            "full build N={n}: engine {d:.2?}, plain {plain:.2?}, ratio {:.2}",
+            plain.as_secs_f64() / d.as_secs_f64()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--full-build-rss") {
         // Child process: build N rows from scratch and report peak memory.
         let n: usize = args[2].parse().unwrap();
