@@ -9,13 +9,13 @@
 //! transaction. A crashed worker's leases expire and its rows are taken
 //! over. The storage side of claims and fences is [`crate::storage::Leases`].
 
-use crate::engine::compute::{compute_all, Work};
+use crate::engine::compute::{compute_in_chunks, Work, COMMIT_EVERY};
 use crate::engine::refresh::Plan;
 use crate::engine::Db;
 use crate::error::{Error, Result};
 use crate::graph::TableId;
 use crate::report::TableReport;
-use crate::storage::{Backend, ClaimMode, Fence, OutcomeKind, Pass, Revision, Written};
+use crate::storage::{Backend, ClaimMode, Fence, Outcome, OutcomeKind, Pass, Revision, Written};
 use crate::value::Key;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +23,10 @@ use std::time::Duration;
 
 /// How long a lease lasts unless extended.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// A claimed batch: the rows still to do, the claim's fence, and a
+/// revision at or before the one at which their inputs were read.
+type Claimed = (Vec<(Key, Work)>, Fence, Revision);
 
 /// Why a batch is being computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +45,15 @@ impl Mode {
         match self {
             Mode::Refresh { .. } => Pass::Refresh,
             Mode::OnDemand | Mode::Retry => Pass::OnDemand,
+        }
+    }
+
+    /// A revision at or before the one at which the batch's inputs were
+    /// read, when no claim tells (zero: unknown).
+    fn read_at(self) -> Revision {
+        match self {
+            Mode::Refresh { seen } => seen,
+            Mode::OnDemand | Mode::Retry => Revision::ZERO,
         }
     }
 
@@ -116,34 +129,95 @@ impl Heartbeat {
 impl Db {
     /// Claims the planned rows, plans again those that may have changed
     /// since, computes them (in parallel, outside any transaction) and
-    /// stores the results in one write transaction, fenced by the claim.
+    /// stores the results, fenced by the claim: at the end, and at least
+    /// every [`COMMIT_EVERY`] while slow functions run, so that a killed
+    /// worker loses little. A cancel between chunks abandons what is not
+    /// written yet and gives its rows back.
     pub(crate) fn execute(
         &self,
         id: TableId,
         batch: Vec<(Key, Work)>,
         mode: Mode,
     ) -> Result<TableReport> {
-        let Some(node) = self.graph().producer(id) else {
-            return Ok(TableReport::default());
-        };
-        let name = self.graph().table(id).info.name;
         let mut report = TableReport::default();
-        let (batch, fence) = if self.leasing.load(Ordering::Relaxed) {
+        let (batch, fence, read_at) = if self.leasing.load(Ordering::Relaxed) {
             self.claim_batch(id, batch, mode, &mut report)?
         } else {
-            (batch, Fence::Unfenced)
+            (batch, Fence::Unfenced, mode.read_at())
         };
-        let outcomes = compute_all(node, batch);
-        if self.cancel.load(Ordering::SeqCst) {
-            // Abandon the batch: write nothing, give the rows back.
-            let keys: Vec<&Key> = outcomes.iter().map(|o| &o.key).collect();
-            self.store().release(name, &fence, &keys)?;
-            return Err(Error::Cancelled);
-        }
-        let code = self.code(id).unwrap_or_default();
-        let written =
+        self.alone
+            .store(!matches!(fence, Fence::Rows { .. }), Ordering::Relaxed);
+        let done = self.compute_and_write(id, batch, mode, &fence, read_at, &mut report);
+        if matches!(fence, Fence::Table { .. }) {
+            // The batch is over (written, or abandoned): give the table back.
             self.store()
-                .write_outcomes(self.graph(), id, code, &outcomes, mode.pass(), &fence)?;
+                .release(self.graph().table(id).info.name, &fence, &[])?;
+        }
+        done.map(|()| report)
+    }
+
+    fn compute_and_write(
+        &self,
+        id: TableId,
+        batch: Vec<(Key, Work)>,
+        mode: Mode,
+        fence: &Fence,
+        read_at: Revision,
+        report: &mut TableReport,
+    ) -> Result<()> {
+        let Some(node) = self.graph().producer(id) else {
+            return Ok(());
+        };
+        let name = self.graph().table(id).info.name;
+        let mut pending: Vec<Outcome> = Vec::new();
+        let mut last_write = std::time::Instant::now();
+        compute_in_chunks(node, batch, |outcomes, rest| {
+            pending.extend(outcomes);
+            if self.cancel.load(Ordering::SeqCst) {
+                // Abandon what is not written: give its rows back.
+                let keys: Vec<&Key> = pending
+                    .iter()
+                    .map(|o| &o.key)
+                    .chain(rest.iter().map(|(k, _)| k))
+                    .collect();
+                self.store().release(name, fence, &keys)?;
+                return Err(Error::Cancelled);
+            }
+            if rest.is_empty() || last_write.elapsed() >= COMMIT_EVERY {
+                self.write(
+                    id,
+                    &std::mem::take(&mut pending),
+                    mode,
+                    fence,
+                    read_at,
+                    report,
+                )?;
+                last_write = std::time::Instant::now();
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes computed results and counts what happened to them.
+    fn write(
+        &self,
+        id: TableId,
+        outcomes: &[Outcome],
+        mode: Mode,
+        fence: &Fence,
+        read_at: Revision,
+        report: &mut TableReport,
+    ) -> Result<()> {
+        let code = self.code(id).unwrap_or_default();
+        let written = self.store().write_outcomes(
+            self.graph(),
+            id,
+            code,
+            outcomes,
+            mode.pass(),
+            fence,
+            read_at,
+        )?;
         for (o, w) in outcomes.iter().zip(written) {
             match (w, &o.kind) {
                 (Written::Rejected, _) => report.skipped += 1,
@@ -153,7 +227,7 @@ impl Db {
                 (Written::Unchanged, OutcomeKind::Ok(_)) => report.unchanged += 1,
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Claims a batch's rows (the whole table when this worker is alone)
@@ -166,7 +240,7 @@ impl Db {
         batch: Vec<(Key, Work)>,
         mode: Mode,
         report: &mut TableReport,
-    ) -> Result<(Vec<(Key, Work)>, Fence)> {
+    ) -> Result<Claimed> {
         let name = self.graph().table(id).info.name;
         let owner = self.lease_owner();
         let ttl = self.lease_ttl();
@@ -211,6 +285,6 @@ impl Db {
             let refs: Vec<&Key> = unneeded.iter().collect();
             self.store().release(name, &claim.fence, &refs)?;
         }
-        Ok((kept, claim.fence))
+        Ok((kept, claim.fence, claim.revision))
     }
 }

@@ -64,6 +64,9 @@ pub struct Db {
     /// Whether this worker is registered as alive (done on its first claim,
     /// so that opening a database to read it writes nothing).
     pub(crate) registered: AtomicBool,
+    /// Whether the last claim found this worker alone (or used no leases):
+    /// then larger batches pay off.
+    pub(crate) alone: AtomicBool,
 }
 
 impl Drop for Db {

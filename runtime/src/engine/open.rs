@@ -124,6 +124,7 @@ impl Db {
             heartbeat,
             cancel: Arc::new(AtomicBool::new(false)),
             registered: AtomicBool::new(false),
+            alone: AtomicBool::new(false),
         })
     }
 

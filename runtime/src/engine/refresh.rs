@@ -2,7 +2,7 @@
 //! in topological order, `refresh_from`, `retry`, and bringing one row up
 //! to date on demand.
 
-use super::compute::Work;
+use super::compute::{Work, WorkKind};
 use super::{Db, BATCH};
 use crate::error::{Error, Result};
 use crate::graph::TableId;
@@ -10,8 +10,9 @@ use crate::judge::{input_revisions, judge, InputView, Settle, Verdict};
 use crate::lease::Mode;
 use crate::report::{Report, TableReport};
 use crate::row::Input;
-use crate::storage::{ChangeCursor, RowState, RowStatus, Status, Values};
+use crate::storage::{ChangeCursor, Revision, RowState, RowStatus, Status, Values};
 use crate::value::Key;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What to do about one derived row.
@@ -58,7 +59,8 @@ impl Db {
         let t = self.graph.table(id);
         let n = t.inputs.len();
         states.truncate(1 + n);
-        let ins = {
+        let new = states[0].is_none();
+        let (ins, block) = {
             let inputs: Vec<InputView<'_>> = states[1..]
                 .iter()
                 .map(|s| InputView {
@@ -76,32 +78,32 @@ impl Db {
             if matches!(verdict, Verdict::Settling(_)) {
                 return Plan::Settling;
             }
-            for (j, s) in inputs.iter().enumerate() {
-                match s.state.map(|s| &s.status) {
-                    Some(RowStatus::Failed { .. }) => {
-                        return Plan::Work(Work::Block {
-                            ins,
+            let block =
+                inputs
+                    .iter()
+                    .enumerate()
+                    .find_map(|(j, s)| match s.state.map(|s| &s.status) {
+                        Some(RowStatus::Failed { .. }) => Some(WorkKind::Block {
                             table: self.name(t.inputs[j]).to_owned(),
                             key: key.clone(),
-                        })
-                    }
-                    Some(RowStatus::Blocked { table, key }) => {
-                        return Plan::Work(Work::Block {
-                            ins,
+                        }),
+                        Some(RowStatus::Blocked { table, key }) => Some(WorkKind::Block {
                             table: table.clone(),
                             key: key.clone(),
-                        })
-                    }
-                    _ => {}
-                }
-            }
-            ins
+                        }),
+                        _ => None,
+                    });
+            (ins, block)
         };
-        let inputs = states
-            .drain(1..)
-            .map(|s| s.map(|s| s.values).unwrap_or_default())
-            .collect();
-        Plan::Work(Work::Compute { ins, inputs })
+        let kind = block.unwrap_or_else(|| {
+            WorkKind::Compute(
+                states
+                    .drain(1..)
+                    .map(|s| s.map(|s| s.values).unwrap_or_default())
+                    .collect(),
+            )
+        });
+        Plan::Work(Work { ins, new, kind })
     }
 
     /// Computes every missing and stale row, table by table in topological
@@ -235,6 +237,15 @@ impl Db {
                 tables.len() - 1
             })
         });
+        // A table that no refresh has filled yet is built by one ordered
+        // scan of its inputs rather than a walk over their changes.
+        let building = root_pos.is_none()
+            && watermark == Revision::ZERO
+            && self.store().is_empty(t.info.name)?;
+        if building {
+            drivers.clear();
+            complete &= self.build_table(id, &mut report, progress)?;
+        }
         for driver in drivers {
             let mut cursor = ChangeCursor::after(watermark);
             loop {
@@ -281,4 +292,67 @@ impl Db {
         }
         Ok(report)
     }
+
+    /// Builds a table that was empty when the pass began: its inputs' rows
+    /// in key order, a page at a time, with the rows written meanwhile (by
+    /// this pass or other workers). Returns whether every row was done.
+    fn build_table(
+        &self,
+        id: TableId,
+        report: &mut TableReport,
+        progress: &mut dyn FnMut(&TableReport),
+    ) -> Result<bool> {
+        // The inputs, then the table itself: a row another worker wrote
+        // meanwhile is seen (and not computed again).
+        let mut tables = self.graph.table(id).inputs.clone();
+        tables.push(id);
+        let mut complete = true;
+        let mut after: Option<Key> = None;
+        // Pages grow while the worker stays alone (fewer, larger
+        // transactions), and shrink back when others arrive to share.
+        let mut limit = BATCH;
+        loop {
+            self.check_cancel()?;
+            let mode = Mode::Refresh {
+                seen: self.store().revision()?,
+            };
+            let page = self.store().scan_page(
+                &self.graph,
+                &tables,
+                after.as_ref(),
+                limit,
+                Values::AllButLast,
+            )?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            let mut batch = Vec::with_capacity(page.len());
+            for row in page {
+                let mut states = row.states;
+                states.rotate_right(1);
+                match self.plan(id, &row.key, states, None, mode) {
+                    Plan::Fresh => {}
+                    Plan::Wait | Plan::Settling => complete = false,
+                    Plan::Work(work) => batch.push((row.key, work)),
+                }
+            }
+            if !batch.is_empty() {
+                let r = self.execute(id, batch, mode)?;
+                complete &= r.skipped == 0;
+                report.add(&r);
+                progress(report);
+            }
+            limit = if self.alone.load(Ordering::Relaxed) {
+                (limit * 2).min(BUILD_BATCH)
+            } else {
+                BATCH
+            };
+        }
+        Ok(complete)
+    }
 }
+
+/// How many rows a build pass reads, computes and writes together at most,
+/// when the worker stays alone (results are also written at least every
+/// [`super::compute::COMMIT_EVERY`]). With other workers about, pages of
+/// [`BATCH`] rows share the work out.
+const BUILD_BATCH: usize = 8192;

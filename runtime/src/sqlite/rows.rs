@@ -1,13 +1,13 @@
 //! Rows: input writes, guarded derived writes, and reading row states.
 
-use super::sql::{bump_epoch, key_column, next_revision, read_states, UPSERT_ROWS};
+use super::sql::{bump_epoch, key_column, next_revision, read_states, Source, UPSERT_ROWS};
 use super::{from_ref, keys_of, quote, run, SqlResult, SqlValue, SqliteStore};
 use crate::error::Result;
 use crate::graph::{Graph, TableId};
 use crate::row::TableInfo;
 use crate::storage::{
-    ChangeCursor, ChangedRow, Fence, Outcome, OutcomeKind, Pass, Revision, RowState, Rows, Status,
-    Values, Written,
+    ChangeCursor, ChangedRow, Fence, Outcome, OutcomeKind, Pass, Revision, RowState, Rows,
+    ScannedRow, Status, Values, Written,
 };
 use crate::value::{Key, Value};
 use rusqlite::{params, params_from_iter, OptionalExtension};
@@ -22,7 +22,7 @@ impl SqliteStore {
         key: &Key,
         values: Values,
     ) -> SqlResult<Vec<Option<RowState>>> {
-        let sql = self.cache.state_sql(graph, tables, None, values);
+        let sql = self.cache.state_sql(graph, tables, Source::Key, values);
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let k = key.to_value();
         Ok(stmt.query_row([SqlValue(&k)], |r| {
@@ -30,19 +30,115 @@ impl SqliteStore {
         })?)
     }
 
-    /// Checks a table fence (the lease is given back by the same
-    /// statement). Row fences are checked row by row while writing.
+    /// Checks a table fence (the lease stays: the batch may be written in
+    /// parts). Row fences are checked row by row while writing.
     fn table_fence_holds(tx: &rusqlite::Connection, table: &str, fence: &Fence) -> SqlResult<bool> {
         let Fence::Table { owner } = fence else {
             return Ok(true);
         };
         Ok(tx
             .prepare_cached(
-                "DELETE FROM rederive_table_leases WHERE tbl = ?1 AND owner = ?2 RETURNING 1",
+                "SELECT EXISTS(SELECT 1 FROM rederive_table_leases WHERE tbl = ?1 AND owner = ?2)",
             )?
-            .query_row(params![table, owner], |_| Ok(()))
-            .optional()?
-            .is_some())
+            .query_row(params![table, owner], |r| r.get(0))?)
+    }
+
+    /// Inserts the rows planned as new, many to a statement. Returns the
+    /// positions (into `rows`) of those whose key turned out to exist: they
+    /// need the guarded write.
+    fn insert_new(
+        &self,
+        tx: &rusqlite::Connection,
+        info: &TableInfo,
+        inputs: usize,
+        rows: &[(usize, Vec<Value>)],
+        rev: Revision,
+        written: &mut [Written],
+    ) -> SqlResult<Vec<usize>> {
+        let per_row = rows.first().map_or(1, |(_, p)| p.len());
+        let chunk_rows = (30_000 / per_row).clamp(1, UPSERT_ROWS);
+        let mut existing = Vec::new();
+        let mut at = 0;
+        for chunk in rows.chunks(chunk_rows) {
+            let sql = self.cache.insert_new_sql(info, inputs, chunk.len());
+            let n = tx.prepare_cached(&sql)?.execute(params_from_iter(
+                chunk.iter().flat_map(|(_, p)| p).map(SqlValue),
+            ))?;
+            if n == chunk.len() {
+                for (i, _) in chunk {
+                    written[*i] = Written::Changed;
+                }
+            } else {
+                // Some keys existed (written by someone else meanwhile):
+                // find which rows are this batch's own.
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT __changed_at FROM {} WHERE __key = ?1",
+                    quote(info.name)
+                ))?;
+                for (pos, (i, p)) in chunk.iter().enumerate() {
+                    let at_rev: Option<Revision> =
+                        stmt.query_row([SqlValue(&p[0])], |r| r.get(0)).optional()?;
+                    if at_rev == Some(rev) {
+                        written[*i] = Written::Changed;
+                    } else {
+                        existing.push(at + pos);
+                    }
+                }
+            }
+            at += chunk.len();
+        }
+        Ok(existing)
+    }
+
+    /// Removes what this batch wrote for root rows that do not exist (deleted
+    /// while the batch was computed), unless no root row was deleted since
+    /// `read_at` (zero: unknown, always look).
+    fn drop_orphans(
+        &self,
+        tx: &rusqlite::Connection,
+        graph: &Graph,
+        id: TableId,
+        rev: Revision,
+        read_at: Revision,
+    ) -> SqlResult<Vec<Key>> {
+        if read_at == Revision::ZERO {
+            return self.delete_orphans(tx, graph, id, rev);
+        }
+        let last_delete: Revision = tx
+            .prepare_cached(
+                "SELECT coalesce((SELECT value FROM rederive_meta WHERE key = 'last_delete'), 0)",
+            )?
+            .query_row([], |r| r.get(0))?;
+        if last_delete <= read_at {
+            return Ok(Vec::new());
+        }
+        self.delete_orphans(tx, graph, id, rev)
+    }
+
+    /// Removes this batch's rows (those written at `rev`) whose root row
+    /// does not exist.
+    fn delete_orphans(
+        &self,
+        tx: &rusqlite::Connection,
+        graph: &Graph,
+        id: TableId,
+        rev: Revision,
+    ) -> SqlResult<Vec<Key>> {
+        let t = graph.table(id);
+        let root = graph.table(t.root).info;
+        // Found through the index on `__changed_at`: only this batch's
+        // rows carry `rev`.
+        let orphans = tx
+            .prepare_cached(&format!(
+                "DELETE FROM {t} WHERE __changed_at = ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM {r} WHERE {r}.{k} = {t}.__key) RETURNING __key",
+                t = quote(t.info.name),
+                r = quote(root.name),
+                k = key_column(root),
+            ))?
+            .query_map([rev], |r| Ok(from_ref(r.get_ref(0)?)))?
+            .collect::<rusqlite::Result<Vec<Value>>>()?;
+        Ok(orphans.iter().filter_map(Key::from_value).collect())
     }
 }
 
@@ -106,8 +202,14 @@ impl Rows for SqliteStore {
     fn delete_row(&self, graph: &Graph, id: TableId, key: &Key) -> Result<bool> {
         run(|| {
             let tx = self.write()?;
-            next_revision(&tx)?;
+            let rev = next_revision(&tx)?;
             bump_epoch(&tx)?;
+            // What lets a batch of results skip looking for orphans.
+            tx.prepare_cached(
+                "INSERT INTO rederive_meta VALUES ('last_delete', ?1) \
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([rev])?;
             let info = graph.table(id).info;
             let k = key.to_value();
             let n = tx.execute(
@@ -152,7 +254,9 @@ impl Rows for SqliteStore {
         values: Values,
     ) -> Result<Vec<ChangedRow>> {
         run(|| {
-            let sql = self.cache.state_sql(graph, tables, Some(driver), values);
+            let sql = self
+                .cache
+                .state_sql(graph, tables, Source::Changes(driver), values);
             let mut stmt = self.conn.prepare_cached(&sql)?;
             // Before the first row after the cursor's revision: none of the
             // rows changed at that revision itself.
@@ -190,6 +294,7 @@ impl Rows for SqliteStore {
         outcomes: &[Outcome],
         pass: Pass,
         fence: &Fence,
+        read_at: Revision,
     ) -> Result<Vec<Written>> {
         run(|| {
             let t = graph.table(id);
@@ -204,7 +309,10 @@ impl Rows for SqliteStore {
                 return Ok(written);
             }
             let code_value = Value::Text(code.to_owned());
-            // Each row's parameters, for the rows whose lease is held.
+            // Each row's parameters, for the rows whose lease is held: new
+            // rows (inserted without comparing) and the others (upserted
+            // under the guard).
+            let mut new: Vec<(usize, Vec<Value>)> = Vec::new();
             let mut rows: Vec<(usize, Vec<Value>)> = Vec::with_capacity(outcomes.len());
             {
                 // Fencing and release in one statement: only the current
@@ -223,8 +331,18 @@ impl Rows for SqliteStore {
                             continue;
                         }
                     }
-                    rows.push((i, outcome_params(o, t.info.columns.len(), &code_value, rev)));
+                    let params = outcome_params(o, t.info.columns.len(), &code_value, rev);
+                    if o.new {
+                        new.push((i, params));
+                    } else {
+                        rows.push((i, params));
+                    }
                 }
+            }
+            let existing = self.insert_new(&tx, t.info, t.inputs.len(), &new, rev, &mut written)?;
+            if !existing.is_empty() {
+                let mut new = new.into_iter().map(Some).collect::<Vec<_>>();
+                rows.extend(existing.into_iter().filter_map(|p| new[p].take()));
             }
             // Many rows per statement: fewer statement executions, same work.
             let per_row = 1 + t.info.columns.len() + 5 + t.inputs.len();
@@ -254,27 +372,55 @@ impl Rows for SqliteStore {
                 }
             }
             // A root row deleted while its rows were being computed takes
-            // them along: what this batch inserted for it goes again (found
-            // through the index on `__changed_at`: only this batch's rows
-            // carry `rev`).
-            let root = graph.table(t.root).info;
-            let orphans = tx
-                .prepare_cached(&format!(
-                    "DELETE FROM {t} WHERE __changed_at = ?1 AND NOT EXISTS \
-                     (SELECT 1 FROM {r} WHERE {r}.{k} = {t}.__key) RETURNING __key",
-                    t = quote(t.info.name),
-                    r = quote(root.name),
-                    k = key_column(root),
-                ))?
-                .query_map([rev], |r| Ok(from_ref(r.get_ref(0)?)))?
-                .collect::<rusqlite::Result<Vec<Value>>>()?;
-            for key in orphans.iter().filter_map(Key::from_value) {
+            // them along.
+            for key in self.drop_orphans(&tx, graph, id, rev, read_at)? {
                 if let Some(i) = outcomes.iter().position(|o| o.key == key) {
                     written[i] = Written::Rejected;
                 }
             }
             tx.commit()?;
             Ok(written)
+        })
+    }
+
+    fn is_empty(&self, table: &str) -> Result<bool> {
+        run(|| {
+            let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", quote(table));
+            Ok(self
+                .conn
+                .prepare_cached(&sql)?
+                .query_row([], |r| r.get(0))?)
+        })
+    }
+
+    fn scan_page(
+        &self,
+        graph: &Graph,
+        tables: &[TableId],
+        after: Option<&Key>,
+        limit: usize,
+        values: Values,
+    ) -> Result<Vec<ScannedRow>> {
+        run(|| {
+            let source = Source::Scan {
+                first: after.is_none(),
+            };
+            let sql = self.cache.state_sql(graph, tables, source, values);
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let after = after.map(Key::to_value).unwrap_or(Value::Null);
+            let rows = stmt.query_map(params![SqlValue(&after), limit as i64], |r| {
+                let key = from_ref(r.get_ref(0)?);
+                let states = read_states(graph, tables, r, &mut 1, values)?;
+                Ok((key, states))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, states) = row?;
+                if let Some(key) = Key::from_value(&key) {
+                    out.push(ScannedRow { key, states });
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -13,8 +13,22 @@ use std::sync::Arc;
 /// How many rows one multi-row upsert statement writes at most.
 pub(super) const UPSERT_ROWS: usize = 64;
 
-/// The shape of a state query: its tables, its driver, the values read.
-type StateShape = (Vec<TableId>, Option<TableId>, Values);
+/// Which keys a state query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Source {
+    /// One key (parameter 1).
+    Key,
+    /// A page of a driver table's rows changed after a cursor (parameters:
+    /// revision, rowid, limit).
+    Changes(TableId),
+    /// A page of the first table's keys in key order: the first page
+    /// (parameter 1 unused), or the page after a key (parameter 1); the
+    /// limit is parameter 2.
+    Scan { first: bool },
+}
+
+/// The shape of a state query: its tables, its source, the values read.
+type StateShape = (Vec<TableId>, Source, Values);
 
 /// Statements built once per shape.
 #[derive(Default)]
@@ -22,6 +36,7 @@ pub(crate) struct Cache {
     states: RefCell<HashMap<StateShape, Arc<str>>>,
     settled: RefCell<HashMap<Vec<TableId>, Arc<str>>>,
     upserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
+    inserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
 }
 
 fn cached<K: std::hash::Hash + Eq>(
@@ -46,19 +61,17 @@ pub(super) fn key_column(info: &TableInfo) -> String {
 }
 
 impl Cache {
-    /// The SELECT that reads the state of one key in several tables: over a
-    /// single key (`driver: None`, parameter 1), or over a page of a driver
-    /// table's rows changed after a cursor (parameters: revision, rowid,
-    /// limit).
+    /// The SELECT that reads the state of keys in several tables, for the
+    /// keys `source` gives.
     pub(super) fn state_sql(
         &self,
         graph: &Graph,
         tables: &[TableId],
-        driver: Option<TableId>,
+        source: Source,
         values: Values,
     ) -> Arc<str> {
-        cached(&self.states, (tables.to_vec(), driver, values), || {
-            build_state_sql(graph, tables, driver, values)
+        cached(&self.states, (tables.to_vec(), source, values), || {
+            build_state_sql(graph, tables, source, values)
         })
     }
 
@@ -72,7 +85,7 @@ impl Cache {
                 .filter(|&&t| !graph.table(t).info.input)
                 .map(|&t| graph.table(t).info.name.replace('\'', "''"))
                 .collect();
-            let inner = self.state_sql(graph, &[last], None, Values::All);
+            let inner = self.state_sql(graph, &[last], Source::Key, Values::All);
             format!(
                 "SELECT (SELECT value FROM rederive_meta WHERE key = 'epoch') <= \
                    (SELECT coalesce(min(epoch_mark), 1 << 62) FROM rederive_tables WHERE name IN ('{}')), s.* \
@@ -89,6 +102,20 @@ impl Cache {
         })
     }
 
+    /// The insert of `rows` new derived rows at once (a row of a key that
+    /// exists is left alone: the caller then writes it with the guard).
+    pub(super) fn insert_new_sql(&self, info: &TableInfo, inputs: usize, rows: usize) -> Arc<str> {
+        cached(&self.inserts, (info.name, rows), || {
+            let cols = derived_columns(info, inputs);
+            format!(
+                "INSERT OR IGNORE INTO {t}({cols}) VALUES {groups}",
+                t = quote(info.name),
+                groups = placeholders(rows, cols.len()),
+                cols = cols.join(", "),
+            )
+        })
+    }
+
     /// The guarded upsert of `rows` derived rows at once.
     pub(super) fn upsert_derived_sql(
         &self,
@@ -102,12 +129,7 @@ impl Cache {
     }
 }
 
-fn build_state_sql(
-    graph: &Graph,
-    tables: &[TableId],
-    driver: Option<TableId>,
-    values: Values,
-) -> String {
+fn build_state_sql(graph: &Graph, tables: &[TableId], source: Source, values: Values) -> String {
     let mut select = vec!["q.k".to_owned()];
     let mut joins = String::new();
     for (i, &id) in tables.iter().enumerate() {
@@ -135,9 +157,25 @@ fn build_state_sql(
             key_column(t.info)
         ));
     }
-    let source = match driver {
-        None => "(SELECT ?1 AS k) q".to_owned(),
-        Some(d) => {
+    let (from, order) = match source {
+        Source::Key => ("(SELECT ?1 AS k) q".to_owned(), ""),
+        Source::Scan { first } => {
+            let info = graph.table(tables[0]).info;
+            let key = key_column(info);
+            let cond = if first {
+                String::new()
+            } else {
+                format!(" WHERE {key} > ?1")
+            };
+            (
+                format!(
+                    "(SELECT {key} AS k FROM {t}{cond} ORDER BY k LIMIT ?2) q",
+                    t = quote(info.name)
+                ),
+                " ORDER BY q.k",
+            )
+        }
+        Source::Changes(d) => {
             select.push("q.ca".into());
             select.push("q.rid".into());
             let info = graph.table(d).info;
@@ -153,19 +191,17 @@ fn build_state_sql(
                     t = quote(info.name)
                 )
             };
-            format!(
-                "(SELECT * FROM ({} UNION ALL {}) ORDER BY ca, rid LIMIT ?3) q",
-                part("__changed_at = ?1 AND rowid > ?2", "rowid"),
-                part("__changed_at > ?1", "__changed_at, rowid")
+            (
+                format!(
+                    "(SELECT * FROM ({} UNION ALL {}) ORDER BY ca, rid LIMIT ?3) q",
+                    part("__changed_at = ?1 AND rowid > ?2", "rowid"),
+                    part("__changed_at > ?1", "__changed_at, rowid")
+                ),
+                " ORDER BY q.ca, q.rid",
             )
         }
     };
-    let order = if driver.is_some() {
-        " ORDER BY q.ca, q.rid"
-    } else {
-        ""
-    };
-    format!("SELECT {} FROM {source}{joins}{order}", select.join(", "))
+    format!("SELECT {} FROM {from}{joins}{order}", select.join(", "))
 }
 
 /// Reads the states of `tables` from a row of a state query, from column
@@ -278,11 +314,11 @@ fn build_upsert_input(info: &TableInfo, rows: usize) -> String {
     )
 }
 
-fn build_upsert_derived(info: &TableInfo, inputs: usize, rows: usize) -> String {
-    let values: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
-    let ins: Vec<String> = (0..inputs).map(|j| format!("__in_{j}")).collect();
+/// A derived table's columns in the order outcomes are bound: key, values,
+/// status, error, origin, code, `changed_at`, then one per input.
+fn derived_columns(info: &TableInfo, inputs: usize) -> Vec<String> {
     let mut cols = vec!["__key".to_owned()];
-    cols.extend(values.iter().cloned());
+    cols.extend(info.columns.iter().map(|c| quote(c.name)));
     cols.extend(
         [
             "__status",
@@ -293,7 +329,14 @@ fn build_upsert_derived(info: &TableInfo, inputs: usize, rows: usize) -> String 
         ]
         .map(String::from),
     );
-    cols.extend(ins.iter().cloned());
+    cols.extend((0..inputs).map(|j| format!("__in_{j}")));
+    cols
+}
+
+fn build_upsert_derived(info: &TableInfo, inputs: usize, rows: usize) -> String {
+    let values: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
+    let ins: Vec<String> = (0..inputs).map(|j| format!("__in_{j}")).collect();
+    let cols = derived_columns(info, inputs);
     let mut same: Vec<String> = values
         .iter()
         .map(|c| format!("{c} IS excluded.{c}"))

@@ -115,15 +115,22 @@ pub trait Rows {
     ///
     /// 1. **Fence**: with [`Fence::Rows`], only if its owner still holds the
     ///    row's lease, which is given back by the write; with
-    ///    [`Fence::Table`], only if its owner still holds the table lease,
-    ///    given back by the write (else the whole batch is
-    ///    [`Written::Rejected`]).
+    ///    [`Fence::Table`], only if its owner still holds the table lease
+    ///    (else the whole batch is [`Written::Rejected`]), which it keeps:
+    ///    a batch may be written in several parts, and the lease is given
+    ///    back with [`Leases::release`].
     /// 2. **Write guard**: only if every `ins` is at least the stored row's.
     /// 3. **Early cutoff**: a result equal to the stored one (values and
     ///    status) keeps the stored `changed_at` ([`Written::Unchanged`]).
-    /// 4. A result whose root row no longer exists is not kept.
+    /// 4. A result whose root row does not exist is not kept. `read_at` is
+    ///    a revision at or before the one at which the outcomes' inputs
+    ///    were read ([`Revision::ZERO`] when unknown): a backend may skip
+    ///    this check when no root row was deleted since.
     ///
-    /// [`Pass::OnDemand`] moves the epoch.
+    /// [`Pass::OnDemand`] moves the epoch. An outcome marked
+    /// [`Outcome::new`] may be inserted without comparing; if a row of
+    /// its key appeared meanwhile, the checks above still apply to it.
+    #[allow(clippy::too_many_arguments)]
     fn write_outcomes(
         &self,
         graph: &Graph,
@@ -132,7 +139,24 @@ pub trait Rows {
         outcomes: &[Outcome],
         pass: Pass,
         fence: &Fence,
+        read_at: Revision,
     ) -> Result<Vec<Written>>;
+
+    /// Whether a stored table holds no row (cheap, whatever its size).
+    fn is_empty(&self, table: &str) -> Result<bool>;
+
+    /// Up to `limit` keys of `tables[0]` after `after`, in key order, each
+    /// with its state in every table of `tables` (all of one root), with
+    /// the values asked for. How a table that no refresh has filled yet is built:
+    /// one ordered scan rather than a walk over changes.
+    fn scan_page(
+        &self,
+        graph: &Graph,
+        tables: &[TableId],
+        after: Option<&Key>,
+        limit: usize,
+        values: Values,
+    ) -> Result<Vec<ScannedRow>>;
 
     /// The number of rows of a stored table (by name: leftover tables that
     /// the graph no longer has are counted too).
@@ -210,7 +234,8 @@ pub trait Leases {
     ) -> Result<Claim>;
 
     /// Gives leases back: with [`Fence::Rows`], those of `keys`; with
-    /// [`Fence::Table`], the table lease (`keys` is not read).
+    /// [`Fence::Table`], the table lease (`keys` is not read). Giving back
+    /// a lease no longer held does nothing.
     fn release(&self, table: &str, fence: &Fence, keys: &[&Key]) -> Result<()>;
 
     /// Gives every lease of a worker back and unregisters it.

@@ -170,6 +170,8 @@ pub enum Values {
     All,
     /// The last table's only (the others' provenance is enough).
     Last,
+    /// Every table's but the last's (whose provenance is enough).
+    AllButLast,
     /// None: provenance only.
     None,
 }
@@ -180,9 +182,19 @@ impl Values {
         match self {
             Values::All => true,
             Values::Last => i + 1 == n,
+            Values::AllButLast => i + 1 < n,
             Values::None => false,
         }
     }
+}
+
+/// One row of a [`super::Rows::scan_page`]: a key and its states.
+#[derive(Debug, Clone)]
+pub struct ScannedRow {
+    /// The key.
+    pub key: Key,
+    /// The key's state in each table asked for.
+    pub states: Vec<Option<RowState>>,
 }
 
 /// One row of a [`super::Rows::changed_page`].
@@ -201,6 +213,10 @@ pub struct ChangedRow {
 pub struct Outcome {
     /// The row's key.
     pub key: Key,
+    /// Whether the planner found no stored row: the backend may insert it
+    /// without comparing, as long as a row that appeared meanwhile still
+    /// gets the guarded write.
+    pub new: bool,
     /// The `changed_at` of each input it was computed from.
     pub ins: Vec<Revision>,
     /// Value, error or block.

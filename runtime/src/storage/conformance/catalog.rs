@@ -182,6 +182,7 @@ pub fn catalog_schema_changes(h: &Harness) {
             &[ok(3, &[r2], vec![int(1), Value::Real(0.5)])],
             crate::storage::Pass::Refresh,
             &crate::storage::Fence::Unfenced,
+            Revision::ZERO,
         )?;
         assert_eq!(w, [Written::Changed]);
         let s = db.load(&rebuilt, &[src, len], &Key::Int(3), Values::All)?;

@@ -148,7 +148,7 @@ pub fn row_fence(h: &Harness) {
 /// Table fences: a worker alone (no other live worker, no other owner's
 /// lease in the table) claims the whole table with one lease, which
 /// refuses every other owner's row claim until it expires or is given
-/// back by the write; after it expired and another owner claimed a row,
+/// back (writes keep it: a batch may be written in parts); after it expired and another owner claimed a row,
 /// the table owner's whole batch is rejected. A whole-table takeover
 /// removes expired row leases, so that their owners' results are rejected.
 pub fn table_fence(h: &Harness) {
@@ -178,10 +178,15 @@ pub fn table_fence(h: &Harness) {
         assert_eq!(c.granted, [true], "a table lease holds one table");
         b.release("Twice", &c.fence, &refs(&ints(&[1])))?;
 
-        let w = write(fx, a, &[one(1, 1), one(2, 1)], &t.fence)?;
-        assert_eq!(w, [Written::Changed, Written::Changed]);
+        let w = write(fx, a, &[one(1, 1)], &t.fence)?;
+        assert_eq!(w, [Written::Changed]);
         let c = claim(b, &[3], "w2", "o2", ClaimMode::Rows)?;
-        assert_eq!(c.granted, [true], "the write gave the table lease back");
+        assert_eq!(c.granted, [false], "the write keeps the table lease");
+        let w = write(fx, a, &[one(2, 1)], &t.fence)?;
+        assert_eq!(w, [Written::Changed], "a batch written in two parts");
+        a.release("Len", &t.fence, &[])?;
+        let c = claim(b, &[3], "w2", "o2", ClaimMode::Rows)?;
+        assert_eq!(c.granted, [true], "the table lease was given back");
         let w = write(fx, a, &[one(1, 5)], &t.fence)?;
         assert_eq!(
             w,

@@ -48,12 +48,16 @@
 //! by waiting. Every case can also be run by hand (each is a public
 //! function taking a [`Harness`]), or all at once with [`run_all`].
 
+mod build;
 mod catalog;
 mod leases;
 mod outcomes;
 mod progress;
 mod rows;
 
+pub use build::{
+    is_empty_tells, new_rows_fall_back_to_the_guard, orphans_after_a_delete, scan_page_in_key_order,
+};
 pub use catalog::{catalog_apply_and_drop, catalog_schema_changes};
 pub use leases::{heartbeat_extends_one_worker, release_and_running, row_fence, table_fence};
 pub use outcomes::{delete_cascades, deleted_root_is_rejected, early_cutoff, write_guard};
@@ -117,6 +121,13 @@ pub const CASES: &[(&str, Case)] = &[
     ("connections_and_clock", connections_and_clock),
     ("catalog_apply_and_drop", catalog_apply_and_drop),
     ("catalog_schema_changes", catalog_schema_changes),
+    ("is_empty_tells", is_empty_tells),
+    ("scan_page_in_key_order", scan_page_in_key_order),
+    (
+        "new_rows_fall_back_to_the_guard",
+        new_rows_fall_back_to_the_guard,
+    ),
+    ("orphans_after_a_delete", orphans_after_a_delete),
 ];
 
 /// Runs every case, one after the other; the first failure panics with
@@ -161,6 +172,10 @@ macro_rules! conformance_tests {
             connections_and_clock,
             catalog_apply_and_drop,
             catalog_schema_changes,
+            is_empty_tells,
+            scan_page_in_key_order,
+            new_rows_fall_back_to_the_guard,
+            orphans_after_a_delete,
         ]);
     };
     (@cases $name:ident, $harness:expr, [$($case:ident),* $(,)?]) => {
@@ -419,7 +434,7 @@ impl Fx {
         pass: Pass,
         fence: &Fence,
     ) -> Result<Vec<Written>> {
-        db.write_outcomes(&self.g, id, CODE, outcomes, pass, fence)
+        db.write_outcomes(&self.g, id, CODE, outcomes, pass, fence, Revision::ZERO)
     }
 
     /// The state of one key in one table, with its values.
@@ -485,6 +500,7 @@ pub(crate) fn text(s: &str) -> Value {
 pub(crate) fn ok(key: impl Into<Key>, ins: &[Revision], values: Vec<Value>) -> Outcome {
     Outcome {
         key: key.into(),
+        new: false,
         ins: ins.to_vec(),
         kind: OutcomeKind::Ok(values),
     }
@@ -494,6 +510,7 @@ pub(crate) fn ok(key: impl Into<Key>, ins: &[Revision], values: Vec<Value>) -> O
 pub(crate) fn failed(key: impl Into<Key>, ins: &[Revision], message: &str) -> Outcome {
     Outcome {
         key: key.into(),
+        new: false,
         ins: ins.to_vec(),
         kind: OutcomeKind::Error(message.to_owned()),
     }
@@ -508,6 +525,7 @@ pub(crate) fn blocked(
 ) -> Outcome {
     Outcome {
         key: key.into(),
+        new: false,
         ins: ins.to_vec(),
         kind: OutcomeKind::Blocked {
             table: table.to_owned(),

@@ -2,7 +2,7 @@
 //! and deletes.
 
 use super::{blocked, failed, int, ok, run, text, Harness, CODE};
-use crate::storage::{Fence, Pass, RowStatus, Values, Written};
+use crate::storage::{Fence, Pass, Revision, RowStatus, Values, Written};
 use crate::value::{Key, Value};
 
 /// A result computed from older inputs than the stored row's (any one of
@@ -37,6 +37,7 @@ pub fn write_guard(h: &Harness) {
             &late,
             Pass::OnDemand,
             &Fence::Unfenced,
+            Revision::ZERO,
         )?;
         assert_eq!(
             w,
@@ -125,6 +126,7 @@ pub fn early_cutoff(h: &Harness) {
             &[ok(1, &[r2], vec![int(3)])],
             Pass::Refresh,
             &Fence::Unfenced,
+            Revision::ZERO,
         )?;
         assert_eq!(w, [Written::Unchanged], "an equal value");
         let s = fx.must(fx.len, 1)?;
