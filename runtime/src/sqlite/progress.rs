@@ -1,6 +1,6 @@
 //! The revision counter, watermarks, epochs, and the change token.
 
-use super::sql::{current_revision, read_states};
+use super::sql::current_revision;
 use super::{run, SqlValue, SqliteStore};
 use crate::error::Result;
 use crate::graph::{Graph, TableId};
@@ -65,7 +65,9 @@ impl Progress for SqliteStore {
                     return Ok(None);
                 }
                 // Column 1 is the inner query's key.
-                let mut states = read_states(graph, &[last], r, &mut 2, Values::All)?;
+                let mut states = self
+                    .cache
+                    .read_states(graph, &[last], r, &mut 2, Values::All)?;
                 Ok(Some(states.pop().flatten()))
             })?)
         })

@@ -1,6 +1,6 @@
 //! Rows: input writes, guarded derived writes, and reading row states.
 
-use super::sql::{bump_epoch, key_column, next_revision, read_states, Source, UPSERT_ROWS};
+use super::sql::{bump_epoch, derived_row_params, key_column, next_revision, Source, UPSERT_ROWS};
 use super::{from_ref, keys_of, quote, run, SqlResult, SqlValue, SqliteStore};
 use crate::error::Result;
 use crate::graph::{Graph, TableId};
@@ -26,7 +26,7 @@ impl SqliteStore {
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let k = key.to_value();
         Ok(stmt.query_row([SqlValue(&k)], |r| {
-            read_states(graph, tables, r, &mut 1, values)
+            self.cache.read_states(graph, tables, r, &mut 1, values)
         })?)
     }
 
@@ -52,18 +52,22 @@ impl SqliteStore {
         info: &TableInfo,
         inputs: usize,
         rows: &[(usize, Vec<Value>)],
-        rev: Revision,
+        shared: &[Value; 2],
         written: &mut [Written],
     ) -> SqlResult<Vec<usize>> {
-        let per_row = rows.first().map_or(1, |(_, p)| p.len());
+        let rev = match shared[1] {
+            Value::Integer(r) => Revision::new(r),
+            _ => Revision::ZERO,
+        };
+        let per_row = derived_row_params(info, inputs);
         let chunk_rows = (30_000 / per_row).clamp(1, UPSERT_ROWS);
         let mut existing = Vec::new();
         let mut at = 0;
         for chunk in rows.chunks(chunk_rows) {
             let sql = self.cache.insert_new_sql(info, inputs, chunk.len());
-            let n = tx.prepare_cached(&sql)?.execute(params_from_iter(
-                chunk.iter().flat_map(|(_, p)| p).map(SqlValue),
-            ))?;
+            let n = tx
+                .prepare_cached(&sql)?
+                .execute(params_from_iter(write_params(shared, chunk)))?;
             if n == chunk.len() {
                 for (i, _) in chunk {
                     written[*i] = Written::Changed;
@@ -142,38 +146,48 @@ impl SqliteStore {
     }
 }
 
-/// One outcome's upsert parameters: key, values, status, message, origin,
-/// code, revision, ins.
-fn outcome_params(o: &Outcome, columns: usize, code: &Value, rev: Revision) -> Vec<Value> {
-    let nulls;
-    let (values, status, message, origin) = match &o.kind {
-        OutcomeKind::Ok(v) => (v, Status::Ok, Value::Null, Value::Null),
+/// One outcome's own parameters in a multi-row write: key, values,
+/// status, message, origin, ins (the code version and the revision are
+/// shared by every row: see `sql::derived_placeholders`).
+fn outcome_params(o: &Outcome, columns: usize) -> Vec<Value> {
+    let mut params = Vec::with_capacity(1 + columns + 3 + o.ins.len());
+    params.push(o.key.to_value());
+    match &o.kind {
+        OutcomeKind::Ok(v) => {
+            params.extend(v.iter().cloned());
+            params.extend([Value::Integer(Status::Ok.code()), Value::Null, Value::Null]);
+        }
         OutcomeKind::Error(m) => {
-            nulls = vec![Value::Null; columns];
-            (&nulls, Status::Error, Value::Text(m.clone()), Value::Null)
+            params.extend(std::iter::repeat_n(Value::Null, columns));
+            params.extend([
+                Value::Integer(Status::Error.code()),
+                Value::Text(m.clone()),
+                Value::Null,
+            ]);
         }
         OutcomeKind::Blocked { table, key } => {
-            nulls = vec![Value::Null; columns];
-            (
-                &nulls,
-                Status::Blocked,
+            params.extend(std::iter::repeat_n(Value::Null, columns));
+            params.extend([
+                Value::Integer(Status::Blocked.code()),
                 Value::Text(table.clone()),
                 key.to_value(),
-            )
+            ]);
         }
-    };
-    let mut params = Vec::with_capacity(1 + values.len() + 5 + o.ins.len());
-    params.push(o.key.to_value());
-    params.extend(values.iter().cloned());
-    params.extend([
-        Value::Integer(status.code()),
-        message,
-        origin,
-        code.clone(),
-        Value::Integer(rev.get()),
-    ]);
+    }
     params.extend(o.ins.iter().map(|i| Value::Integer(i.get())));
     params
+}
+
+/// The parameters of one multi-row write: the shared code version and
+/// revision, then each row's own.
+fn write_params<'a>(
+    shared: &'a [Value; 2],
+    chunk: &'a [(usize, Vec<Value>)],
+) -> impl Iterator<Item = SqlValue<'a>> {
+    shared
+        .iter()
+        .chain(chunk.iter().flat_map(|(_, p)| p))
+        .map(SqlValue)
 }
 
 impl Rows for SqliteStore {
@@ -267,7 +281,7 @@ impl Rows for SqliteStore {
             let rows = stmt.query_map(params![after.revision(), rowid, limit as i64], |r| {
                 let key = from_ref(r.get_ref(0)?);
                 let mut i = 1;
-                let states = read_states(graph, tables, r, &mut i, values)?;
+                let states = self.cache.read_states(graph, tables, r, &mut i, values)?;
                 let cursor = ChangeCursor::at(r.get(i)?, Value::Integer(r.get(i + 1)?));
                 Ok((key, cursor, states))
             })?;
@@ -308,7 +322,7 @@ impl Rows for SqliteStore {
                 tx.commit()?;
                 return Ok(written);
             }
-            let code_value = Value::Text(code.to_owned());
+            let shared = [Value::Text(code.to_owned()), Value::Integer(rev.get())];
             // Each row's parameters, for the rows whose lease is held: new
             // rows (inserted without comparing) and the others (upserted
             // under the guard).
@@ -331,7 +345,7 @@ impl Rows for SqliteStore {
                             continue;
                         }
                     }
-                    let params = outcome_params(o, t.info.columns.len(), &code_value, rev);
+                    let params = outcome_params(o, t.info.columns.len());
                     if o.new {
                         new.push((i, params));
                     } else {
@@ -339,13 +353,14 @@ impl Rows for SqliteStore {
                     }
                 }
             }
-            let existing = self.insert_new(&tx, t.info, t.inputs.len(), &new, rev, &mut written)?;
+            let existing =
+                self.insert_new(&tx, t.info, t.inputs.len(), &new, &shared, &mut written)?;
             if !existing.is_empty() {
                 let mut new = new.into_iter().map(Some).collect::<Vec<_>>();
                 rows.extend(existing.into_iter().filter_map(|p| new[p].take()));
             }
             // Many rows per statement: fewer statement executions, same work.
-            let per_row = 1 + t.info.columns.len() + 5 + t.inputs.len();
+            let per_row = derived_row_params(t.info, t.inputs.len());
             let chunk_rows = (30_000 / per_row).clamp(1, UPSERT_ROWS);
             for chunk in rows.chunks(chunk_rows) {
                 let sql = self
@@ -354,9 +369,7 @@ impl Rows for SqliteStore {
                 let mut stmt = tx.prepare_cached(&sql)?;
                 let index: HashMap<&Key, usize> =
                     chunk.iter().map(|(i, _)| (&outcomes[*i].key, *i)).collect();
-                let mut returned = stmt.query(params_from_iter(
-                    chunk.iter().flat_map(|(_, p)| p).map(SqlValue),
-                ))?;
+                let mut returned = stmt.query(params_from_iter(write_params(&shared, chunk)))?;
                 while let Some(r) = returned.next()? {
                     let Some(key) = Key::from_value(&from_ref(r.get_ref(0)?)) else {
                         continue;
@@ -410,7 +423,7 @@ impl Rows for SqliteStore {
             let after = after.map(Key::to_value).unwrap_or(Value::Null);
             let rows = stmt.query_map(params![SqlValue(&after), limit as i64], |r| {
                 let key = from_ref(r.get_ref(0)?);
-                let states = read_states(graph, tables, r, &mut 1, values)?;
+                let states = self.cache.read_states(graph, tables, r, &mut 1, values)?;
                 Ok((key, states))
             })?;
             let mut out = Vec::new();

@@ -37,6 +37,8 @@ pub(crate) struct Cache {
     settled: RefCell<HashMap<Vec<TableId>, Arc<str>>>,
     upserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
     inserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
+    /// The code version last read (see [`Cache::code_at`]).
+    last_code: RefCell<Option<Arc<str>>>,
 }
 
 fn cached<K: std::hash::Hash + Eq>(
@@ -110,7 +112,7 @@ impl Cache {
             format!(
                 "INSERT OR IGNORE INTO {t}({cols}) VALUES {groups}",
                 t = quote(info.name),
-                groups = placeholders(rows, cols.len()),
+                groups = derived_placeholders(info, inputs, rows),
                 cols = cols.join(", "),
             )
         })
@@ -204,67 +206,111 @@ fn build_state_sql(graph: &Graph, tables: &[TableId], source: Source, values: Va
     format!("SELECT {} FROM {from}{joins}{order}", select.join(", "))
 }
 
-/// Reads the states of `tables` from a row of a state query, from column
-/// `*i` on.
-pub(super) fn read_states(
-    graph: &Graph,
-    tables: &[TableId],
-    r: &rusqlite::Row<'_>,
-    i: &mut usize,
-    values: Values,
-) -> rusqlite::Result<Vec<Option<RowState>>> {
-    let mut out = Vec::with_capacity(tables.len());
-    for (n, &id) in tables.iter().enumerate() {
-        let t = graph.table(id);
-        let changed_at: Option<i64> = r.get(*i)?;
-        *i += 1;
-        let mut state = RowState {
-            changed_at: Revision::new(changed_at.unwrap_or(0)),
-            status: RowStatus::Ok,
-            code: None,
-            ins: Vec::new(),
-            values: Vec::with_capacity(t.info.columns.len()),
-            changed_ms: 0,
+/// The number of columns a state query selects for one table.
+fn state_columns(graph: &Graph, id: TableId, with_values: bool) -> usize {
+    let t = graph.table(id);
+    let meta = if t.info.input { 2 } else { 5 + t.inputs.len() };
+    meta + if with_values { t.info.columns.len() } else { 0 }
+}
+
+/// An integer column (NULL and other types read as 0).
+fn int_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<i64> {
+    Ok(match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Integer(v) => v,
+        _ => 0,
+    })
+}
+
+/// A text column, or `None`.
+fn text_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    Ok(match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        _ => None,
+    })
+}
+
+impl Cache {
+    /// A code version read from a row, shared with the previous row's when
+    /// equal (most rows of a table carry the same one).
+    fn code_at(&self, r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Arc<str>>> {
+        let rusqlite::types::ValueRef::Text(t) = r.get_ref(i)? else {
+            return Ok(None);
         };
-        if t.info.input {
-            state.changed_ms = r.get::<_, Option<i64>>(*i)?.unwrap_or(0);
-            *i += 1;
-        } else {
-            let status = Status::from_code(r.get::<_, Option<i64>>(*i)?.unwrap_or(0));
-            let message: Option<String> = r.get(*i + 1)?;
-            let origin = Key::from_value(&from_ref(r.get_ref(*i + 2)?));
-            state.status = match status {
-                Status::Ok => RowStatus::Ok,
-                Status::Error => RowStatus::Failed {
-                    message: message.unwrap_or_default(),
-                },
-                Status::Blocked => RowStatus::Blocked {
-                    table: message.unwrap_or_default(),
-                    key: origin.unwrap_or_else(|| Key::Text(String::new())),
-                },
-            };
-            state.code = r.get(*i + 3)?;
-            *i += 4;
-            for _ in 0..t.inputs.len() {
-                state
-                    .ins
-                    .push(Revision::new(r.get::<_, Option<i64>>(*i)?.unwrap_or(0)));
-                *i += 1;
-            }
+        let mut last = self.last_code.borrow_mut();
+        if let Some(code) = last.as_ref().filter(|c| c.as_bytes() == t) {
+            return Ok(Some(code.clone()));
         }
-        if values.of(n, tables.len()) {
-            // Failed and blocked rows have no values (their columns are NULL).
-            let keep = state.status == RowStatus::Ok;
-            for _ in t.info.columns {
-                if keep {
-                    state.values.push(from_ref(r.get_ref(*i)?));
-                }
-                *i += 1;
-            }
-        }
-        out.push(changed_at.map(|_| state));
+        let code: Arc<str> = String::from_utf8_lossy(t).into();
+        *last = Some(code.clone());
+        Ok(Some(code))
     }
-    Ok(out)
+
+    /// Reads the states of `tables` from a row of a state query, from
+    /// column `*i` on.
+    pub(super) fn read_states(
+        &self,
+        graph: &Graph,
+        tables: &[TableId],
+        r: &rusqlite::Row<'_>,
+        i: &mut usize,
+        values: Values,
+    ) -> rusqlite::Result<Vec<Option<RowState>>> {
+        let mut out = Vec::with_capacity(tables.len());
+        for (n, &id) in tables.iter().enumerate() {
+            let with_values = values.of(n, tables.len());
+            if r.get_ref(*i)? == rusqlite::types::ValueRef::Null {
+                // No row: skip its columns.
+                *i += state_columns(graph, id, with_values);
+                out.push(None);
+                continue;
+            }
+            let t = graph.table(id);
+            let mut state = RowState {
+                changed_at: Revision::new(int_at(r, *i)?),
+                status: RowStatus::Ok,
+                code: None,
+                ins: Vec::new(),
+                values: Vec::new(),
+                changed_ms: 0,
+            };
+            *i += 1;
+            if t.info.input {
+                state.changed_ms = int_at(r, *i)?;
+                *i += 1;
+            } else {
+                state.status = match Status::from_code(int_at(r, *i)?) {
+                    Status::Ok => RowStatus::Ok,
+                    Status::Error => RowStatus::Failed {
+                        message: text_at(r, *i + 1)?.unwrap_or_default(),
+                    },
+                    Status::Blocked => RowStatus::Blocked {
+                        table: text_at(r, *i + 1)?.unwrap_or_default(),
+                        key: Key::from_value(&from_ref(r.get_ref(*i + 2)?))
+                            .unwrap_or_else(|| Key::Text(String::new())),
+                    },
+                };
+                state.code = self.code_at(r, *i + 3)?;
+                *i += 4;
+                state.ins.reserve_exact(t.inputs.len());
+                for _ in 0..t.inputs.len() {
+                    state.ins.push(Revision::new(int_at(r, *i)?));
+                    *i += 1;
+                }
+            }
+            if with_values {
+                // Failed and blocked rows have no values (their columns are NULL).
+                if state.status == RowStatus::Ok {
+                    state.values.reserve_exact(t.info.columns.len());
+                    for c in 0..t.info.columns.len() {
+                        state.values.push(from_ref(r.get_ref(*i + c)?));
+                    }
+                }
+                *i += t.info.columns.len();
+            }
+            out.push(Some(state));
+        }
+        Ok(out)
+    }
 }
 
 /// `(?1, ?2, ..), (?k, ..), ..`: `rows` groups of `per_row` placeholders.
@@ -314,7 +360,31 @@ fn build_upsert_input(info: &TableInfo, rows: usize) -> String {
     )
 }
 
-/// A derived table's columns in the order outcomes are bound: key, values,
+/// The groups of a multi-row write of derived rows: the code version is
+/// parameter 1 and the revision parameter 2 for every row; each row's own
+/// parameters follow: key, values, status, error, origin, then one per
+/// input (see [`derived_columns`] for the column order).
+fn derived_placeholders(info: &TableInfo, inputs: usize, rows: usize) -> String {
+    let own = derived_row_params(info, inputs);
+    let values = info.columns.len();
+    (0..rows)
+        .map(|r| {
+            let p = |j: usize| format!("?{}", 3 + r * own + j);
+            let mut ph: Vec<String> = (0..1 + values + 3).map(p).collect();
+            ph.extend(["?1".to_owned(), "?2".to_owned()]);
+            ph.extend((1 + values + 3..own).map(p));
+            format!("({})", ph.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How many parameters of its own each derived row of a write binds.
+pub(super) fn derived_row_params(info: &TableInfo, inputs: usize) -> usize {
+    1 + info.columns.len() + 3 + inputs
+}
+
+/// A derived table's columns in the order they are written: key, values,
 /// status, error, origin, code, `changed_at`, then one per input.
 fn derived_columns(info: &TableInfo, inputs: usize) -> Vec<String> {
     let mut cols = vec!["__key".to_owned()];
@@ -366,7 +436,7 @@ fn build_upsert_derived(info: &TableInfo, inputs: usize, rows: usize) -> String 
          RETURNING __key, __changed_at",
         t = quote(info.name),
         cols = cols.join(", "),
-        groups = placeholders(rows, cols.len()),
+        groups = derived_placeholders(info, inputs, rows),
         sets = sets.join(", "),
     )
 }

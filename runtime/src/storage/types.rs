@@ -153,7 +153,7 @@ pub struct RowState {
     /// Ok, failed or blocked.
     pub status: RowStatus,
     /// The code version it was computed with (derived rows).
-    pub code: Option<String>,
+    pub code: Option<std::sync::Arc<str>>,
     /// The `changed_at` of each input when it was computed (derived rows).
     pub ins: Vec<Revision>,
     /// The value columns (empty when not asked for, or when the row failed

@@ -132,8 +132,8 @@ pub fn early_cutoff(h: &Harness) {
         let s = fx.must(fx.len, 1)?;
         assert_eq!(s.changed_at, c1, "an equal value keeps changed_at");
         assert_eq!(
-            (s.ins, s.code, s.values),
-            (vec![r2], Some("code-2".to_owned()), vec![int(3)]),
+            (s.ins, s.code.as_deref(), s.values),
+            (vec![r2], Some("code-2"), vec![int(3)]),
             "an unchanged result is stored: its inputs and code are recorded"
         );
         assert!(

@@ -200,7 +200,7 @@ pub fn load_values_and_statuses(h: &Harness) {
             Some(RowState {
                 changed_at,
                 status: RowStatus::Ok,
-                code: Some(CODE.to_owned()),
+                code: Some(CODE.into()),
                 ins: ins.to_vec(),
                 values,
                 changed_ms: 0,
@@ -253,13 +253,13 @@ pub fn load_values_and_statuses(h: &Harness) {
         assert!(two[0].is_some() && two[3].is_none(), "{two:?}");
         let len2 = two[1].clone().expect("the failed row is stored");
         assert_eq!(
-            (len2.status, len2.ins, len2.code),
+            (len2.status, len2.ins, len2.code.as_deref()),
             (
                 RowStatus::Failed {
                     message: message.to_owned()
                 },
                 vec![r1],
-                Some(CODE.to_owned())
+                Some(CODE)
             ),
             "a failed row keeps its message and provenance"
         );
