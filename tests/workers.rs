@@ -255,3 +255,47 @@ fn threads_sharing_one_db_compute_every_row_exactly_once() {
         assert_eq!(db.get::<Done>(id).unwrap().digest, digest(id * 7));
     }
 }
+
+/// A worker computing slow rows writes its results at least every half
+/// second, so that a worker killed mid-batch loses less than a second of
+/// work: the rows computed twice (by it, then by the worker taking over)
+/// stay under what one second of work produces.
+#[test]
+fn a_killed_worker_loses_less_than_a_second_of_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 400;
+    let cost = Duration::from_millis(20);
+    let (db_path, calls) = setup(dir.path(), rows, cost.as_micros() as i64);
+    let ttl_ms = 1_000;
+    let mut victim = spawn_worker(&db_path, &calls, ttl_ms);
+    // Let it work for a few seconds (it computes rows all along): without
+    // writes by time, all of that would be lost.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = rusqlite::Connection::open(&calls)
+            .unwrap()
+            .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+            .unwrap_or(0);
+        if done >= 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never got going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+
+    // Another worker process takes over (its calls are recorded too).
+    let mut heir = spawn_worker(&db_path, &calls, ttl_ms);
+    assert!(heir.wait().unwrap().success(), "the second worker failed");
+    let per_id = calls_per_id(&calls);
+    assert_eq!(per_id.len() as i64, rows, "every row computed");
+    let twice = per_id.iter().filter(|(_, n)| *n > 1).count();
+    // One second of work on every core the victim had.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let one_second = threads * (1_000 / cost.as_millis() as usize);
+    assert!(
+        twice < one_second,
+        "{twice} rows computed twice; one second of work is {one_second} rows"
+    );
+}

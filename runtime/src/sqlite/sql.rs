@@ -27,13 +27,14 @@ pub(super) enum Source {
     Scan { first: bool },
 }
 
-/// The shape of a state query: its tables, its source, the values read.
-type StateShape = (Vec<TableId>, Source, Values);
+/// State queries by source and values read, then by tables (looked up by
+/// slice, so that a hit allocates nothing).
+type StateQueries = HashMap<(Source, Values), HashMap<Vec<TableId>, Arc<str>>>;
 
 /// Statements built once per shape.
 #[derive(Default)]
 pub(crate) struct Cache {
-    states: RefCell<HashMap<StateShape, Arc<str>>>,
+    states: RefCell<StateQueries>,
     settled: RefCell<HashMap<Vec<TableId>, Arc<str>>>,
     upserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
     inserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
@@ -72,14 +73,29 @@ impl Cache {
         source: Source,
         values: Values,
     ) -> Arc<str> {
-        cached(&self.states, (tables.to_vec(), source, values), || {
-            build_state_sql(graph, tables, source, values)
-        })
+        if let Some(sql) = self
+            .states
+            .borrow()
+            .get(&(source, values))
+            .and_then(|m| m.get(tables))
+        {
+            return sql.clone();
+        }
+        let sql: Arc<str> = build_state_sql(graph, tables, source, values).into();
+        self.states
+            .borrow_mut()
+            .entry((source, values))
+            .or_default()
+            .insert(tables.to_vec(), sql.clone());
+        sql
     }
 
     /// [`Cache::state_sql`] of the last table, preceded by whether every
     /// derived table of `tables` is marked processed as of the current epoch.
     pub(super) fn settled_sql(&self, graph: &Graph, tables: &[TableId]) -> Arc<str> {
+        if let Some(sql) = self.settled.borrow().get(tables) {
+            return sql.clone();
+        }
         cached(&self.settled, tables.to_vec(), || {
             let last = *tables.last().expect("tables is not empty");
             let names: Vec<String> = tables
