@@ -174,6 +174,25 @@ fn three_processes_compute_every_row_exactly_once() {
     assert_eq!(db.get::<Done>(1234i64).unwrap().digest, digest(1234 * 7));
 }
 
+/// Waits (60 s at most) until workers have recorded `n` calls.
+fn wait_for_calls(calls: &Path, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = rusqlite::Connection::open(calls)
+            .unwrap()
+            .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+            .unwrap_or(0);
+        if done >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {n} calls after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_killed_worker_is_taken_over_after_its_leases_expire() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,18 +201,7 @@ fn a_killed_worker_is_taken_over_after_its_leases_expire() {
     let ttl_ms = 1_000;
     let mut victim = spawn_worker(&db_path, &calls, ttl_ms);
     // Kill it in the middle of its refresh.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done: i64 = rusqlite::Connection::open(&calls)
-            .unwrap()
-            .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
-            .unwrap_or(0);
-        if done >= 40 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the worker never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_calls(&calls, 40);
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
 
@@ -270,18 +278,7 @@ fn a_killed_worker_loses_less_than_a_second_of_work() {
     let mut victim = spawn_worker(&db_path, &calls, ttl_ms);
     // Let it work for a few seconds (it computes rows all along): without
     // writes by time, all of that would be lost.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done: i64 = rusqlite::Connection::open(&calls)
-            .unwrap()
-            .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
-            .unwrap_or(0);
-        if done >= 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the worker never got going");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_calls(&calls, 200);
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
 
