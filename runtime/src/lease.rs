@@ -15,7 +15,9 @@ use crate::engine::Db;
 use crate::error::{Error, Result};
 use crate::graph::TableId;
 use crate::report::TableReport;
-use crate::storage::{Backend, ClaimMode, Fence, Outcome, OutcomeKind, Pass, Revision, Written};
+use crate::storage::{
+    Backend, Claim, ClaimMode, Fence, Outcome, OutcomeKind, Pass, Revision, Written,
+};
 use crate::value::Key;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +36,10 @@ pub(crate) enum Mode {
     /// A refresh pass, which planned the batch from states read when the
     /// database was at revision `seen`.
     Refresh { seen: Revision },
+    /// A build pass, which planned the batch from a scan read at revision
+    /// `seen` while its earlier pages were being written: its plan holds
+    /// when this worker gets the table to itself.
+    Build { seen: Revision },
     /// `get` or `refresh_from`: a row needed now.
     OnDemand,
     /// `retry`: failed rows computed again although nothing changed.
@@ -43,7 +49,7 @@ pub(crate) enum Mode {
 impl Mode {
     fn pass(self) -> Pass {
         match self {
-            Mode::Refresh { .. } => Pass::Refresh,
+            Mode::Refresh { .. } | Mode::Build { .. } => Pass::Refresh,
             Mode::OnDemand | Mode::Retry => Pass::OnDemand,
         }
     }
@@ -52,15 +58,22 @@ impl Mode {
     /// read, when no claim tells (zero: unknown).
     fn read_at(self) -> Revision {
         match self {
-            Mode::Refresh { seen } => seen,
+            Mode::Refresh { seen } | Mode::Build { seen } => seen,
             Mode::OnDemand | Mode::Retry => Revision::ZERO,
         }
     }
 
-    /// Whether a plan made before the claim still holds: only if nothing
-    /// was written between the plan's read and the claim.
-    fn plan_still_holds(self, claimed_at: Revision) -> bool {
-        matches!(self, Mode::Refresh { seen } if seen == claimed_at)
+    /// Whether a plan made before the claim still holds: in a refresh
+    /// pass, only if nothing was written between the plan's read and the
+    /// claim; in a build pass, when the claim is the whole table (no other
+    /// worker was about: the rows written since the scan are this pass's
+    /// own earlier pages, of other keys).
+    fn plan_still_holds(self, claim: &Claim) -> bool {
+        match self {
+            Mode::Refresh { seen } => seen == claim.revision,
+            Mode::Build { .. } => matches!(claim.fence, Fence::Table { .. }),
+            Mode::OnDemand | Mode::Retry => false,
+        }
     }
 }
 
@@ -258,12 +271,13 @@ impl Db {
         )?;
         let mut kept = Vec::with_capacity(batch.len());
         let mut unneeded = Vec::new();
+        let holds = mode.plan_still_holds(&claim);
         for ((key, work), got) in batch.into_iter().zip(claim.granted) {
             if !got {
                 report.skipped += 1;
                 continue;
             }
-            if mode.plan_still_holds(claim.revision) {
+            if holds {
                 kept.push((key, work));
                 continue;
             }
@@ -285,6 +299,12 @@ impl Db {
             let refs: Vec<&Key> = unneeded.iter().collect();
             self.store().release(name, &claim.fence, &refs)?;
         }
-        Ok((kept, claim.fence, claim.revision))
+        // Kept rows were read at the plan's revision, re-planned ones after
+        // the claim.
+        let read_at = match mode {
+            Mode::Refresh { seen } | Mode::Build { seen } => seen.min(claim.revision),
+            Mode::OnDemand | Mode::Retry => claim.revision,
+        };
+        Ok((kept, claim.fence, read_at))
     }
 }

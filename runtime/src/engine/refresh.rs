@@ -10,7 +10,7 @@ use crate::judge::{input_revisions, judge, InputView, Settle, Verdict};
 use crate::lease::Mode;
 use crate::report::{Report, TableReport};
 use crate::row::Input;
-use crate::storage::{ChangeCursor, Revision, RowState, RowStatus, Status, Values};
+use crate::storage::{Backend, ChangeCursor, Revision, RowState, RowStatus, Status, Values};
 use crate::value::Key;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -242,12 +242,15 @@ impl Db {
         let building = root_pos.is_none()
             && watermark == Revision::ZERO
             && self.store().is_empty(t.info.name)?;
+        // After a build, only the input rows written while it ran are left
+        // to walk.
+        let mut walk_from = watermark;
         if building {
-            drivers.clear();
             complete &= self.build_table(id, &mut report, progress)?;
+            walk_from = start;
         }
         for driver in drivers {
-            let mut cursor = ChangeCursor::after(watermark);
+            let mut cursor = ChangeCursor::after(walk_from);
             loop {
                 self.check_cancel()?;
                 let mode = Mode::Refresh {
@@ -296,50 +299,131 @@ impl Db {
     /// Builds a table that was empty when the pass began: its inputs' rows
     /// in key order, a page at a time, with the rows written meanwhile (by
     /// this pass or other workers). Returns whether every row was done.
+    ///
+    /// With a second connection to the database, the next page is scanned
+    /// and planned on another thread while this one computes and writes
+    /// the last, so that both cores are busy even for trivial functions.
     fn build_table(
         &self,
         id: TableId,
         report: &mut TableReport,
         progress: &mut dyn FnMut(&TableReport),
     ) -> Result<bool> {
+        let connector = self.store().connector();
+        let mut complete = true;
+        let Some(connector) = connector else {
+            // One connection: scan a page, then build it, in turn.
+            let mut failed = None;
+            self.scan_for_build(id, None, &mut |page| {
+                match self.build_page(id, page, report, progress) {
+                    Ok(done) => complete &= done,
+                    Err(e) => failed = Some(e),
+                }
+                failed.is_none()
+            })?;
+            return failed.map_or(Ok(complete), Err);
+        };
+        let scanner = connector.connect()?;
+        std::thread::scope(|scope| {
+            let (send, pages) = std::sync::mpsc::sync_channel::<BuildPage>(1);
+            let scanning = scope.spawn(move || {
+                self.scan_for_build(id, Some(&*scanner), &mut |page| send.send(page).is_ok())
+            });
+            let mut built = Ok(());
+            for page in pages.iter() {
+                match self.build_page(id, page, report, progress) {
+                    Ok(done) => complete &= done,
+                    Err(e) => {
+                        built = Err(e);
+                        break;
+                    }
+                }
+            }
+            // Stops the scanner, if it is still going.
+            drop(pages);
+            let scanned = scanning
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            built.and(scanned).map(|()| complete)
+        })
+    }
+
+    /// Computes and writes one planned page of a build pass; returns
+    /// whether every row of it was done.
+    fn build_page(
+        &self,
+        id: TableId,
+        page: BuildPage,
+        report: &mut TableReport,
+        progress: &mut dyn FnMut(&TableReport),
+    ) -> Result<bool> {
+        let mut complete = page.complete;
+        if !page.batch.is_empty() {
+            let r = self.execute(id, page.batch, page.mode)?;
+            complete &= r.skipped == 0;
+            report.add(&r);
+            progress(report);
+        }
+        Ok(complete)
+    }
+
+    /// Scans a table's inputs (and the table) in key order through `conn`
+    /// (or this `Db`'s own connection), plans every row, and hands each
+    /// page's work to `each` until it returns false or the keys run out.
+    fn scan_for_build(
+        &self,
+        id: TableId,
+        conn: Option<&dyn Backend>,
+        each: &mut dyn FnMut(BuildPage) -> bool,
+    ) -> Result<()> {
+        let with = |f: &mut dyn FnMut(&dyn Backend) -> Result<()>| match conn {
+            Some(c) => f(c),
+            None => f(&**self.store()),
+        };
         // The inputs, then the table itself: a row another worker wrote
         // meanwhile is seen (and not computed again).
         let mut tables = self.graph.table(id).inputs.clone();
         tables.push(id);
-        let mut complete = true;
         let mut after: Option<Key> = None;
         // Pages grow while the worker stays alone (fewer, larger
         // transactions), and shrink back when others arrive to share.
         let mut limit = BATCH;
         loop {
             self.check_cancel()?;
-            let mode = Mode::Refresh {
-                seen: self.store().revision()?,
+            let mut seen = Revision::ZERO;
+            let mut page = Vec::new();
+            with(&mut |c| {
+                seen = c.revision()?;
+                page = c.scan_page(
+                    &self.graph,
+                    &tables,
+                    after.as_ref(),
+                    limit,
+                    Values::AllButLast,
+                )?;
+                Ok(())
+            })?;
+            let Some(last) = page.last() else {
+                return Ok(());
             };
-            let page = self.store().scan_page(
-                &self.graph,
-                &tables,
-                after.as_ref(),
-                limit,
-                Values::AllButLast,
-            )?;
-            let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
-            let mut batch = Vec::with_capacity(page.len());
+            let mode = Mode::Build { seen };
+            let mut planned = BuildPage {
+                mode,
+                batch: Vec::with_capacity(page.len()),
+                complete: true,
+            };
             for row in page {
                 let mut states = row.states;
                 states.rotate_right(1);
                 match self.plan(id, &row.key, states, None, mode) {
                     Plan::Fresh => {}
-                    Plan::Wait | Plan::Settling => complete = false,
-                    Plan::Work(work) => batch.push((row.key, work)),
+                    Plan::Wait | Plan::Settling => planned.complete = false,
+                    Plan::Work(work) => planned.batch.push((row.key, work)),
                 }
             }
-            if !batch.is_empty() {
-                let r = self.execute(id, batch, mode)?;
-                complete &= r.skipped == 0;
-                report.add(&r);
-                progress(report);
+            if !each(planned) {
+                return Ok(());
             }
             limit = if self.alone.load(Ordering::Relaxed) {
                 (limit * 2).min(BUILD_BATCH)
@@ -347,8 +431,17 @@ impl Db {
                 BATCH
             };
         }
-        Ok(complete)
     }
+}
+
+/// One planned page of a build pass.
+struct BuildPage {
+    /// How it was planned.
+    mode: Mode,
+    /// The rows to compute or block.
+    batch: Vec<(Key, Work)>,
+    /// Whether every row of the page could be planned.
+    complete: bool,
 }
 
 /// How many rows a build pass reads, computes and writes together at most,
