@@ -7,6 +7,8 @@ use rederive::sqlite::SqliteStore;
 use rederive::{Db, Error, Graph, NodeDef, Row, Staleness};
 use std::path::Path;
 
+mod common;
+
 mod notes {
     use rederive::{derive_table, Row};
     #[derive(Row, Debug, Clone, PartialEq)]
@@ -92,20 +94,6 @@ fn open_to_read(path: &Path, graph: Graph) -> rederive::Result<Db> {
     Db::open_backend_as(Box::new(SqliteStore::open(path)?), graph, OpenMode::Read)
 }
 
-/// The file's tables, as SQLite lists them.
-fn sqlite_tables(path: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap();
-    let names = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    names
-}
-
 fn orders_db(path: &Path) -> rederive::Result<()> {
     let db = Db::open_with(path, orders())?;
     db.put(orders::Order { id: 1, qty: 3 })?;
@@ -118,13 +106,13 @@ fn a_read_only_open_of_another_programs_database_changes_nothing() -> rederive::
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orders.db");
     orders_db(&path)?;
-    let before = sqlite_tables(&path);
+    let before = common::sqlite_tables(&path);
     let err = open_to_read(&path, notes_full()).err().expect("refused");
     assert!(matches!(err, Error::OtherGraph { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("Order") && text.contains("Total"), "{text}");
     assert!(text.contains("Note"), "names this program's tables: {text}");
-    assert_eq!(sqlite_tables(&path), before, "nothing was created");
+    assert_eq!(common::sqlite_tables(&path), before, "nothing was created");
     Ok(())
 }
 
@@ -133,10 +121,10 @@ fn a_write_open_of_another_programs_database_is_refused_too() -> rederive::Resul
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orders.db");
     orders_db(&path)?;
-    let before = sqlite_tables(&path);
+    let before = common::sqlite_tables(&path);
     let err = Db::open_with(&path, notes_full()).err().expect("refused");
     assert!(matches!(err, Error::OtherGraph { .. }), "{err}");
-    assert_eq!(sqlite_tables(&path), before, "nothing was created");
+    assert_eq!(common::sqlite_tables(&path), before, "nothing was created");
     // Its own program still opens it, rows intact.
     let db = Db::open_with(&path, orders())?;
     assert_eq!(db.get::<orders::Total>(1)?.qty, 3);
@@ -154,7 +142,7 @@ fn a_read_only_open_says_which_tables_are_missing() -> rederive::Result<()> {
             text: "hi".into(),
         })?;
     }
-    let before = sqlite_tables(&path);
+    let before = common::sqlite_tables(&path);
     let err = open_to_read(&path, notes_full()).err().expect("refused");
     match &err {
         Error::SchemaNotApplied { missing, changed } => {
@@ -164,7 +152,7 @@ fn a_read_only_open_says_which_tables_are_missing() -> rederive::Result<()> {
         other => panic!("expected SchemaNotApplied, got {other}"),
     }
     assert!(err.to_string().contains("refresh"), "{err}");
-    assert_eq!(sqlite_tables(&path), before, "nothing was created");
+    assert_eq!(common::sqlite_tables(&path), before, "nothing was created");
     // A read-only open of a database in step works, and reads.
     let db = open_to_read(&path, notes_reduced())?;
     assert_eq!(db.explain::<notes::Shout>(1)?, Staleness::Missing);
@@ -205,11 +193,11 @@ fn leftover_tables_are_reported_and_dropped_only_on_request() -> rederive::Resul
     assert!(matches!(err, Error::NotDropped { .. }), "{err}");
     let err = db.drop_leftover_table("Tag", false).unwrap_err();
     assert!(err.to_string().contains("input table"), "{err}");
-    assert!(sqlite_tables(&path).contains(&"Tag".to_owned()));
+    assert!(common::sqlite_tables(&path).contains(&"Tag".to_owned()));
     db.drop_leftover_table("Length", false)?;
-    assert!(!sqlite_tables(&path).contains(&"Length".to_owned()));
+    assert!(!common::sqlite_tables(&path).contains(&"Length".to_owned()));
     db.drop_leftover_table("Tag", true)?;
-    assert!(!sqlite_tables(&path).contains(&"Tag".to_owned()));
+    assert!(!common::sqlite_tables(&path).contains(&"Tag".to_owned()));
     assert!(db.leftover_tables()?.is_empty());
     assert_eq!(db.get::<notes::Shout>(1)?.text, "HI", "the rest is intact");
     Ok(())

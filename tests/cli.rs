@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+mod common;
+
 /// The `toy_lang` example next to this test binary
 /// (`target/<profile>/deps/cli-HASH` -> `target/<profile>/examples/toy_lang`).
 ///
@@ -1086,24 +1088,11 @@ mod other_program {
     }
 }
 
-fn catalog_names(path: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap();
-    let names = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    names
-}
-
 #[test]
 fn another_programs_database_is_refused_and_left_alone() {
     let sb = Sandbox::new();
     other_program::make(&sb.db);
-    let before = catalog_names(&sb.db);
+    let before = common::sqlite_tables(&sb.db);
     for args in [
         &["status"][..],
         &["errors"],
@@ -1115,7 +1104,11 @@ fn another_programs_database_is_refused_and_left_alone() {
             .code(2)
             .stderr_has("another program")
             .stderr_has("Invoice");
-        assert_eq!(catalog_names(&sb.db), before, "{args:?} changed the file");
+        assert_eq!(
+            common::sqlite_tables(&sb.db),
+            before,
+            "{args:?} changed the file"
+        );
     }
 }
 
@@ -1141,12 +1134,12 @@ fn status_reports_leftover_tables_and_prune_drops_them() {
         .code(0)
         .stdout_has("dropped `Gone`")
         .stdout_has("kept input table `OldInput`");
-    let names = catalog_names(&sb.db);
+    let names = common::sqlite_tables(&sb.db);
     assert!(!names.contains(&"Gone".to_owned()), "{names:?}");
     assert!(names.contains(&"OldInput".to_owned()), "{names:?}");
     sb.run_db(&["prune", "--inputs"])
         .code(0)
         .stdout_has("dropped `OldInput`");
-    assert!(!catalog_names(&sb.db).contains(&"OldInput".to_owned()));
+    assert!(!common::sqlite_tables(&sb.db).contains(&"OldInput".to_owned()));
     sb.run_db(&["prune"]).stdout_has("no leftover tables");
 }

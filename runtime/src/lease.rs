@@ -294,7 +294,7 @@ impl Db {
             }
         }
         // Under a table lease, rows found fresh need no giving back: the
-        // write releases the table.
+        // table is given back when the batch is over (see `execute`).
         if !unneeded.is_empty() && matches!(claim.fence, Fence::Rows { .. }) {
             let refs: Vec<&Key> = unneeded.iter().collect();
             self.store().release(name, &claim.fence, &refs)?;

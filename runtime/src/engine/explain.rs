@@ -201,6 +201,7 @@ impl Db {
             if tables.len() == 1 {
                 continue;
             }
+            let slots: Vec<usize> = tables.iter().map(|&id| slot(id)).collect();
             let mut cursor = ChangeCursor::after(Revision::ZERO);
             loop {
                 let page = self.store().changed_page(
@@ -215,9 +216,9 @@ impl Db {
                 cursor = last.cursor.clone();
                 for row in &page {
                     let verdicts = self.verdicts(&tables, &row.states, Some(now));
-                    for (i, &id) in tables.iter().enumerate() {
+                    for (i, &slot) in slots.iter().enumerate() {
                         if let Some(v) = verdicts[i] {
-                            count(&mut out[slot(id)], v, row.states[i].is_some());
+                            count(&mut out[slot], v, row.states[i].is_some());
                         }
                     }
                 }

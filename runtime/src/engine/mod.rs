@@ -1,13 +1,14 @@
 //! The engine: [`Db`], the graph over a storage backend.
 //!
-//! One `impl Db`, split by concept: [`open`](self) (opening, catalog
-//! rules), `write` (input rows), `read` (`get`), `explain` (`explain`,
+//! One `impl Db`, split by concept: `open` (opening, catalog rules),
+//! `write` (input rows), `read` (`get`), `explain` (`explain`,
 //! `stale_from`, `status`, `errors`), `refresh` (planning and refresh
 //! passes), `compute` (running user functions). Claiming, re-planning and
 //! committing a batch is the lease module's ([`crate::lease`]).
 //!
 //! `refresh` walks the derived tables in topological order. For each table
-//! it reads the input rows changed since the table's watermark, asks the
+//! it reads the input rows changed since the table's watermark (or, for a
+//! table no refresh has filled yet, every input row in key order), asks the
 //! judge ([`crate::judge`]) about each key, computes the stale rows in
 //! parallel (outside any transaction), and writes the results in batches.
 //! Its cost follows the number of changed rows, not the size of the tables.

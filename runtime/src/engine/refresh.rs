@@ -282,12 +282,7 @@ impl Db {
                         Plan::Work(work) => batch.push((row.key, work)),
                     }
                 }
-                if !batch.is_empty() {
-                    let r = self.execute(id, batch, mode)?;
-                    complete &= r.skipped == 0;
-                    report.add(&r);
-                    progress(&report);
-                }
+                complete &= self.run_batch(id, batch, mode, &mut report, progress)?;
             }
         }
         if complete {
@@ -315,7 +310,7 @@ impl Db {
             // One connection: scan a page, then build it, in turn.
             let mut failed = None;
             self.scan_for_build(id, None, &mut |page| {
-                match self.build_page(id, page, report, progress) {
+                match self.run_page(id, page, report, progress) {
                     Ok(done) => complete &= done,
                     Err(e) => failed = Some(e),
                 }
@@ -331,7 +326,7 @@ impl Db {
             });
             let mut built = Ok(());
             for page in pages.iter() {
-                match self.build_page(id, page, report, progress) {
+                match self.run_page(id, page, report, progress) {
                     Ok(done) => complete &= done,
                     Err(e) => {
                         built = Err(e);
@@ -348,23 +343,36 @@ impl Db {
         })
     }
 
-    /// Computes and writes one planned page of a build pass; returns
-    /// whether every row of it was done.
-    fn build_page(
+    /// Computes and writes one planned page of a build pass.
+    fn run_page(
         &self,
         id: TableId,
         page: BuildPage,
         report: &mut TableReport,
         progress: &mut dyn FnMut(&TableReport),
     ) -> Result<bool> {
-        let mut complete = page.complete;
-        if !page.batch.is_empty() {
-            let r = self.execute(id, page.batch, page.mode)?;
-            complete &= r.skipped == 0;
-            report.add(&r);
-            progress(report);
+        let done = self.run_batch(id, page.batch, page.mode, report, progress)?;
+        Ok(page.complete && done)
+    }
+
+    /// Computes and writes one page of planned work (of a refresh or a
+    /// build pass), adding to the pass's report; returns whether every row
+    /// of it was done (none left to another worker or refused).
+    fn run_batch(
+        &self,
+        id: TableId,
+        batch: Vec<(Key, Work)>,
+        mode: Mode,
+        report: &mut TableReport,
+        progress: &mut dyn FnMut(&TableReport),
+    ) -> Result<bool> {
+        if batch.is_empty() {
+            return Ok(true);
         }
-        Ok(complete)
+        let r = self.execute(id, batch, mode)?;
+        report.add(&r);
+        progress(report);
+        Ok(r.skipped == 0)
     }
 
     /// Scans a table's inputs (and the table) in key order through `conn`

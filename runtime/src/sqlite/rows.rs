@@ -3,7 +3,7 @@
 use super::sql::{bump_epoch, derived_row_params, key_column, next_revision, Source, UPSERT_ROWS};
 use super::{from_ref, keys_of, quote, run, SqlResult, SqlValue, SqliteStore};
 use crate::error::Result;
-use crate::graph::{Graph, TableId};
+use crate::graph::{Graph, TableId, TableNode};
 use crate::row::TableInfo;
 use crate::storage::{
     ChangeCursor, ChangedRow, Fence, Outcome, OutcomeKind, Pass, Revision, RowState, Rows,
@@ -49,16 +49,13 @@ impl SqliteStore {
     fn insert_new(
         &self,
         tx: &rusqlite::Connection,
-        info: &TableInfo,
-        inputs: usize,
+        table: &TableNode,
         rows: &[(usize, Vec<Value>)],
         shared: &[Value; 2],
+        rev: Revision,
         written: &mut [Written],
     ) -> SqlResult<Vec<usize>> {
-        let rev = match shared[1] {
-            Value::Integer(r) => Revision::new(r),
-            _ => Revision::ZERO,
-        };
+        let (info, inputs) = (table.info, table.inputs.len());
         let per_row = derived_row_params(info, inputs);
         let chunk_rows = (30_000 / per_row).clamp(1, UPSERT_ROWS);
         let mut existing = Vec::new();
@@ -353,8 +350,7 @@ impl Rows for SqliteStore {
                     }
                 }
             }
-            let existing =
-                self.insert_new(&tx, t.info, t.inputs.len(), &new, &shared, &mut written)?;
+            let existing = self.insert_new(&tx, t, &new, &shared, rev, &mut written)?;
             if !existing.is_empty() {
                 let mut new = new.into_iter().map(Some).collect::<Vec<_>>();
                 rows.extend(existing.into_iter().filter_map(|p| new[p].take()));
