@@ -61,7 +61,8 @@ impl Db {
         states.truncate(1 + n);
         let new = states[0].is_none();
         let (ins, block) = {
-            let inputs: Vec<InputView<'_>> = states[1..]
+            // Most functions have few inputs: no allocation for their views.
+            let inputs: smallvec::SmallVec<[InputView<'_>; 4]> = states[1..]
                 .iter()
                 .map(|s| InputView {
                     state: s.as_ref(),

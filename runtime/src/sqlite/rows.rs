@@ -1,7 +1,7 @@
 //! Rows: input writes, guarded derived writes, and reading row states.
 
-use super::sql::{bump_epoch, derived_row_params, key_column, next_revision, Source, UPSERT_ROWS};
-use super::{from_ref, keys_of, quote, run, SqlResult, SqlValue, SqliteStore};
+use super::sql::{bump_epoch, key_column, next_revision, Shape, Source, UPSERT_ROWS};
+use super::{from_ref, keys_of, quote, run, value_ref, SqlResult, SqlValue, SqliteStore};
 use crate::error::Result;
 use crate::graph::{Graph, TableId, TableNode};
 use crate::row::TableInfo;
@@ -10,7 +10,8 @@ use crate::storage::{
     ScannedRow, Status, Values, Written,
 };
 use crate::value::{Key, Value};
-use rusqlite::{params, params_from_iter, OptionalExtension};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, params_from_iter, OptionalExtension, ToSql};
 use std::collections::HashMap;
 
 impl SqliteStore {
@@ -43,50 +44,54 @@ impl SqliteStore {
             .query_row(params![table, owner], |r| r.get(0))?)
     }
 
-    /// Inserts the rows planned as new, many to a statement. Returns the
-    /// positions (into `rows`) of those whose key turned out to exist: they
-    /// need the guarded write.
+    /// Inserts the rows planned as new (positions into `outcomes`), many
+    /// to a statement. Returns the positions of those whose key turned out
+    /// to exist: they need the guarded write (the others were written).
     fn insert_new(
         &self,
         tx: &rusqlite::Connection,
         table: &TableNode,
-        rows: &[(usize, Vec<Value>)],
-        shared: &[Value; 2],
+        outcomes: &[Outcome],
+        new: &[usize],
+        shared: &[Param<'_>; 2],
         rev: Revision,
-        written: &mut [Written],
     ) -> SqlResult<Vec<usize>> {
         let (info, inputs) = (table.info, table.inputs.len());
-        let per_row = derived_row_params(info, inputs);
-        let chunk_rows = (30_000 / per_row).clamp(1, UPSERT_ROWS);
+        let (ok, other): (Vec<usize>, Vec<usize>) = new
+            .iter()
+            .partition(|&&i| matches!(outcomes[i].kind, OutcomeKind::Ok(_)));
         let mut existing = Vec::new();
-        let mut at = 0;
-        for chunk in rows.chunks(chunk_rows) {
-            let sql = self.cache.insert_new_sql(info, inputs, chunk.len());
-            let n = tx
-                .prepare_cached(&sql)?
-                .execute(params_from_iter(write_params(shared, chunk)))?;
-            if n == chunk.len() {
-                for (i, _) in chunk {
-                    written[*i] = Written::Changed;
+        let mut params = Vec::new();
+        for (rows, shape) in [(ok, Shape::Ok), (other, Shape::Any)] {
+            let chunk_rows = (30_000 / shape.row_params(info, inputs)).clamp(1, UPSERT_ROWS);
+            for chunk in rows.chunks(chunk_rows) {
+                let sql = self.cache.insert_new_sql(info, inputs, chunk.len(), shape);
+                params.clear();
+                params.extend_from_slice(shared);
+                for &i in chunk {
+                    push_params(&mut params, &outcomes[i], info.columns.len(), shape);
                 }
-            } else {
+                let n = tx
+                    .prepare_cached(&sql)?
+                    .execute(params_from_iter(&params))?;
+                if n == chunk.len() {
+                    continue;
+                }
                 // Some keys existed (written by someone else meanwhile):
                 // find which rows are this batch's own.
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT __changed_at FROM {} WHERE __key = ?1",
                     quote(info.name)
                 ))?;
-                for (pos, (i, p)) in chunk.iter().enumerate() {
-                    let at_rev: Option<Revision> =
-                        stmt.query_row([SqlValue(&p[0])], |r| r.get(0)).optional()?;
-                    if at_rev == Some(rev) {
-                        written[*i] = Written::Changed;
-                    } else {
-                        existing.push(at + pos);
+                for &i in chunk {
+                    let at_rev: Option<Revision> = stmt
+                        .query_row([Param::Key(&outcomes[i].key)], |r| r.get(0))
+                        .optional()?;
+                    if at_rev != Some(rev) {
+                        existing.push(i);
                     }
                 }
             }
-            at += chunk.len();
         }
         Ok(existing)
     }
@@ -143,48 +148,60 @@ impl SqliteStore {
     }
 }
 
-/// One outcome's own parameters in a multi-row write: key, values,
-/// status, message, origin, ins (the code version and the revision are
-/// shared by every row: see `sql::derived_placeholders`).
-fn outcome_params(o: &Outcome, columns: usize) -> Vec<Value> {
-    let mut params = Vec::with_capacity(1 + columns + 3 + o.ins.len());
-    params.push(o.key.to_value());
+/// One parameter of a derived write, borrowed from its outcome.
+#[derive(Clone, Copy)]
+enum Param<'a> {
+    Value(&'a Value),
+    Key(&'a Key),
+    Int(i64),
+    Text(&'a str),
+    Null,
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Param::Value(v) => ToSqlOutput::Borrowed(value_ref(v)),
+            Param::Key(Key::Int(i)) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Param::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(i)),
+            Param::Key(Key::Text(t)) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Param::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Param::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
+}
+
+/// Adds one outcome's own parameters in a multi-row write: key, values,
+/// status, message, origin (unless the shape writes them as constants),
+/// ins. The code version and the revision are shared by every row (see
+/// `sql::derived_placeholders`).
+fn push_params<'a>(out: &mut Vec<Param<'a>>, o: &'a Outcome, columns: usize, shape: Shape) {
+    out.push(Param::Key(&o.key));
     match &o.kind {
         OutcomeKind::Ok(v) => {
-            params.extend(v.iter().cloned());
-            params.extend([Value::Integer(Status::Ok.code()), Value::Null, Value::Null]);
+            out.extend(v.iter().map(Param::Value));
+            if shape == Shape::Any {
+                out.extend([Param::Int(Status::Ok.code()), Param::Null, Param::Null]);
+            }
         }
         OutcomeKind::Error(m) => {
-            params.extend(std::iter::repeat_n(Value::Null, columns));
-            params.extend([
-                Value::Integer(Status::Error.code()),
-                Value::Text(m.clone()),
-                Value::Null,
+            out.extend(std::iter::repeat_n(Param::Null, columns));
+            out.extend([
+                Param::Int(Status::Error.code()),
+                Param::Text(m),
+                Param::Null,
             ]);
         }
         OutcomeKind::Blocked { table, key } => {
-            params.extend(std::iter::repeat_n(Value::Null, columns));
-            params.extend([
-                Value::Integer(Status::Blocked.code()),
-                Value::Text(table.clone()),
-                key.to_value(),
+            out.extend(std::iter::repeat_n(Param::Null, columns));
+            out.extend([
+                Param::Int(Status::Blocked.code()),
+                Param::Text(table),
+                Param::Key(key),
             ]);
         }
     }
-    params.extend(o.ins.iter().map(|i| Value::Integer(i.get())));
-    params
-}
-
-/// The parameters of one multi-row write: the shared code version and
-/// revision, then each row's own.
-fn write_params<'a>(
-    shared: &'a [Value; 2],
-    chunk: &'a [(usize, Vec<Value>)],
-) -> impl Iterator<Item = SqlValue<'a>> {
-    shared
-        .iter()
-        .chain(chunk.iter().flat_map(|(_, p)| p))
-        .map(SqlValue)
+    out.extend(o.ins.iter().map(|i| Param::Int(i.get())));
 }
 
 impl Rows for SqliteStore {
@@ -319,12 +336,11 @@ impl Rows for SqliteStore {
                 tx.commit()?;
                 return Ok(written);
             }
-            let shared = [Value::Text(code.to_owned()), Value::Integer(rev.get())];
-            // Each row's parameters, for the rows whose lease is held: new
-            // rows (inserted without comparing) and the others (upserted
-            // under the guard).
-            let mut new: Vec<(usize, Vec<Value>)> = Vec::new();
-            let mut rows: Vec<(usize, Vec<Value>)> = Vec::with_capacity(outcomes.len());
+            let shared = [Param::Text(code), Param::Int(rev.get())];
+            // The rows whose lease is held: new rows (inserted without
+            // comparing) and the others (upserted under the guard).
+            let mut new: Vec<usize> = Vec::new();
+            let mut rows: Vec<usize> = Vec::with_capacity(outcomes.len());
             {
                 // Fencing and release in one statement: only the current
                 // holder of the lease writes, and gives it back as it does.
@@ -333,39 +349,47 @@ impl Rows for SqliteStore {
                 )?;
                 for (i, o) in outcomes.iter().enumerate() {
                     if let Fence::Rows { owner } = fence {
-                        let key = o.key.to_value();
                         let held = release
-                            .query_row(params![t.info.name, SqlValue(&key), owner], |_| Ok(()))
+                            .query_row(params![t.info.name, Param::Key(&o.key), owner], |_| Ok(()))
                             .optional()?
                             .is_some();
                         if !held {
                             continue;
                         }
                     }
-                    let params = outcome_params(o, t.info.columns.len());
                     if o.new {
-                        new.push((i, params));
+                        new.push(i);
                     } else {
-                        rows.push((i, params));
+                        rows.push(i);
                     }
                 }
             }
-            let existing = self.insert_new(&tx, t, &new, &shared, rev, &mut written)?;
-            if !existing.is_empty() {
-                let mut new = new.into_iter().map(Some).collect::<Vec<_>>();
-                rows.extend(existing.into_iter().filter_map(|p| new[p].take()));
+            let existing = self.insert_new(&tx, t, outcomes, &new, &shared, rev)?;
+            for &i in &new {
+                written[i] = Written::Changed;
             }
+            for &i in &existing {
+                // Left to the guarded write below, which tells.
+                written[i] = Written::Rejected;
+            }
+            rows.extend(existing);
             // Many rows per statement: fewer statement executions, same work.
-            let per_row = derived_row_params(t.info, t.inputs.len());
-            let chunk_rows = (30_000 / per_row).clamp(1, UPSERT_ROWS);
+            let chunk_rows =
+                (30_000 / Shape::Any.row_params(t.info, t.inputs.len())).clamp(1, UPSERT_ROWS);
+            let mut params = Vec::new();
             for chunk in rows.chunks(chunk_rows) {
                 let sql = self
                     .cache
                     .upsert_derived_sql(t.info, t.inputs.len(), chunk.len());
                 let mut stmt = tx.prepare_cached(&sql)?;
                 let index: HashMap<&Key, usize> =
-                    chunk.iter().map(|(i, _)| (&outcomes[*i].key, *i)).collect();
-                let mut returned = stmt.query(params_from_iter(write_params(&shared, chunk)))?;
+                    chunk.iter().map(|&i| (&outcomes[i].key, i)).collect();
+                params.clear();
+                params.extend_from_slice(&shared);
+                for &i in chunk {
+                    push_params(&mut params, &outcomes[i], t.info.columns.len(), Shape::Any);
+                }
+                let mut returned = stmt.query(params_from_iter(&params))?;
                 while let Some(r) = returned.next()? {
                     let Some(key) = Key::from_value(&from_ref(r.get_ref(0)?)) else {
                         continue;

@@ -13,6 +13,26 @@ use std::sync::Arc;
 /// How many rows one multi-row upsert statement writes at most.
 pub(super) const UPSERT_ROWS: usize = 64;
 
+/// Which parameters each row of a derived write binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Shape {
+    /// Every column: key, values, status, error, origin, inputs.
+    Any,
+    /// Computed values only: key, values, inputs (the status is `Ok`, the
+    /// error and origin NULL, written as constants).
+    Ok,
+}
+
+impl Shape {
+    /// How many parameters of its own each derived row binds.
+    pub(super) fn row_params(self, info: &TableInfo, inputs: usize) -> usize {
+        match self {
+            Shape::Any => 1 + info.columns.len() + 3 + inputs,
+            Shape::Ok => 1 + info.columns.len() + inputs,
+        }
+    }
+}
+
 /// Which keys a state query reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Source {
@@ -31,13 +51,16 @@ pub(super) enum Source {
 /// slice, so that a hit allocates nothing).
 type StateQueries = HashMap<(Source, Values), HashMap<Vec<TableId>, Arc<str>>>;
 
+/// A multi-row insert: the table, its number of rows, what they bind.
+type InsertShape = (&'static str, usize, Shape);
+
 /// Statements built once per shape.
 #[derive(Default)]
 pub(crate) struct Cache {
     states: RefCell<StateQueries>,
     settled: RefCell<HashMap<Vec<TableId>, Arc<str>>>,
     upserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
-    inserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
+    inserts: RefCell<HashMap<InsertShape, Arc<str>>>,
     /// The code version last read (see [`Cache::code_at`]).
     last_code: RefCell<Option<Arc<str>>>,
 }
@@ -122,13 +145,21 @@ impl Cache {
 
     /// The insert of `rows` new derived rows at once (a row of a key that
     /// exists is left alone: the caller then writes it with the guard).
-    pub(super) fn insert_new_sql(&self, info: &TableInfo, inputs: usize, rows: usize) -> Arc<str> {
-        cached(&self.inserts, (info.name, rows), || {
+    /// With `shape` [`Shape::Ok`], the rows are computed values and bind no
+    /// status, error or origin.
+    pub(super) fn insert_new_sql(
+        &self,
+        info: &TableInfo,
+        inputs: usize,
+        rows: usize,
+        shape: Shape,
+    ) -> Arc<str> {
+        cached(&self.inserts, (info.name, rows, shape), || {
             let cols = derived_columns(info, inputs);
             format!(
                 "INSERT OR IGNORE INTO {t}({cols}) VALUES {groups}",
                 t = quote(info.name),
-                groups = derived_placeholders(info, inputs, rows),
+                groups = derived_placeholders(info, inputs, rows, shape),
                 cols = cols.join(", "),
             )
         })
@@ -148,7 +179,13 @@ impl Cache {
 }
 
 fn build_state_sql(graph: &Graph, tables: &[TableId], source: Source, values: Values) -> String {
-    let mut select = vec!["q.k".to_owned()];
+    // A scan reads its first table directly, in key order (no self-join).
+    let scan = matches!(source, Source::Scan { .. });
+    let mut select = vec![if scan {
+        format!("a0.{}", key_column(graph.table(tables[0]).info))
+    } else {
+        "q.k".to_owned()
+    }];
     let mut joins = String::new();
     for (i, &id) in tables.iter().enumerate() {
         let t = graph.table(id);
@@ -169,8 +206,16 @@ fn build_state_sql(graph: &Graph, tables: &[TableId], source: Source, values: Va
                 select.push(format!("{a}.{}", quote(c.name)));
             }
         }
+        if scan && i == 0 {
+            continue;
+        }
+        let on = if scan {
+            format!("a0.{}", key_column(graph.table(tables[0]).info))
+        } else {
+            "q.k".to_owned()
+        };
         joins.push_str(&format!(
-            " LEFT JOIN {} {a} ON {a}.{} = q.k",
+            " LEFT JOIN {} {a} ON {a}.{} = {on}",
             quote(t.info.name),
             key_column(t.info)
         ));
@@ -183,15 +228,14 @@ fn build_state_sql(graph: &Graph, tables: &[TableId], source: Source, values: Va
             let cond = if first {
                 String::new()
             } else {
-                format!(" WHERE {key} > ?1")
+                format!(" WHERE a0.{key} > ?1")
             };
-            (
-                format!(
-                    "(SELECT {key} AS k FROM {t}{cond} ORDER BY k LIMIT ?2) q",
-                    t = quote(info.name)
-                ),
-                " ORDER BY q.k",
-            )
+            let sql = format!(
+                "SELECT {} FROM {} a0{joins}{cond} ORDER BY a0.{key} LIMIT ?2",
+                select.join(", "),
+                quote(info.name)
+            );
+            return sql;
         }
         Source::Changes(d) => {
             select.push("q.ca".into());
@@ -380,24 +424,26 @@ fn build_upsert_input(info: &TableInfo, rows: usize) -> String {
 /// parameter 1 and the revision parameter 2 for every row; each row's own
 /// parameters follow: key, values, status, error, origin, then one per
 /// input (see [`derived_columns`] for the column order).
-fn derived_placeholders(info: &TableInfo, inputs: usize, rows: usize) -> String {
-    let own = derived_row_params(info, inputs);
+fn derived_placeholders(info: &TableInfo, inputs: usize, rows: usize, shape: Shape) -> String {
+    let own = shape.row_params(info, inputs);
     let values = info.columns.len();
+    let before_code = match shape {
+        Shape::Any => 1 + values + 3,
+        Shape::Ok => 1 + values,
+    };
     (0..rows)
         .map(|r| {
             let p = |j: usize| format!("?{}", 3 + r * own + j);
-            let mut ph: Vec<String> = (0..1 + values + 3).map(p).collect();
+            let mut ph: Vec<String> = (0..before_code).map(p).collect();
+            if shape == Shape::Ok {
+                ph.extend([Status::Ok.code().to_string(), "NULL".into(), "NULL".into()]);
+            }
             ph.extend(["?1".to_owned(), "?2".to_owned()]);
-            ph.extend((1 + values + 3..own).map(p));
+            ph.extend((before_code..own).map(p));
             format!("({})", ph.join(", "))
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// How many parameters of its own each derived row of a write binds.
-pub(super) fn derived_row_params(info: &TableInfo, inputs: usize) -> usize {
-    1 + info.columns.len() + 3 + inputs
 }
 
 /// A derived table's columns in the order they are written: key, values,
@@ -452,7 +498,7 @@ fn build_upsert_derived(info: &TableInfo, inputs: usize, rows: usize) -> String 
          RETURNING __key, __changed_at",
         t = quote(info.name),
         cols = cols.join(", "),
-        groups = derived_placeholders(info, inputs, rows),
+        groups = derived_placeholders(info, inputs, rows, Shape::Any),
         sets = sets.join(", "),
     )
 }
