@@ -202,3 +202,47 @@ fn leftover_tables_are_reported_and_dropped_only_on_request() -> rederive::Resul
     assert_eq!(db.get::<notes::Shout>(1)?.text, "HI", "the rest is intact");
     Ok(())
 }
+
+/// A database written before derived rows named their code version by an
+/// id (layout 1: `__code TEXT`) is read as out of step, and a write open
+/// rebuilds its derived tables, keeping every input row.
+#[test]
+fn derived_tables_of_an_older_layout_are_rebuilt_and_inputs_kept() -> rederive::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.db");
+    orders_db(&path)?;
+    {
+        // What an older rederive left: a text code version in every row,
+        // and a catalog entry without the layout.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE Total;
+             CREATE TABLE Total(__key INTEGER NOT NULL PRIMARY KEY, qty INTEGER,
+                 __status INTEGER NOT NULL, __error TEXT, __origin_key ANY,
+                 __code TEXT NOT NULL, __changed_at INTEGER NOT NULL,
+                 __in_0 INTEGER NOT NULL) STRICT;
+             INSERT INTO Total VALUES (1, 99, 0, NULL, NULL, 'abcdef0123456789', 1, 1);
+             UPDATE rederive_tables SET columns = replace(columns, ' | layout 2', '')
+                 WHERE name = 'Total';",
+        )
+        .unwrap();
+    }
+    match open_to_read(&path, orders()).err().expect("out of step") {
+        Error::SchemaNotApplied { missing, changed } => {
+            assert!(missing.is_empty());
+            assert_eq!(changed, ["Total"]);
+        }
+        other => panic!("expected SchemaNotApplied, got {other}"),
+    }
+    let db = Db::open_with(&path, orders())?;
+    assert_eq!(db.explain::<orders::Total>(1)?, Staleness::Missing);
+    let report = db.refresh()?;
+    assert_eq!(report.computed, 1);
+    assert_eq!(
+        db.get::<orders::Total>(1)?.qty,
+        3,
+        "computed again, not the old row"
+    );
+    assert_eq!(db.get::<orders::Order>(1)?.qty, 3, "the input row is kept");
+    Ok(())
+}

@@ -61,6 +61,11 @@ impl SchemaChange {
     }
 }
 
+/// The version of how backends store a derived row's provenance. A
+/// derived table stored under another version is rebuilt (derived rows can
+/// always be computed again): 2 names code versions by a small id.
+pub const DERIVED_LAYOUT: u32 = 2;
+
 /// The description of a table stored in the catalog, compared at open to
 /// notice schema changes.
 pub fn fingerprint(graph: &Graph, id: TableId) -> String {
@@ -69,7 +74,7 @@ pub fn fingerprint(graph: &Graph, id: TableId) -> String {
         t.info.fingerprint()
     } else {
         format!(
-            "{} | key {} | inputs {}",
+            "{} | key {} | inputs {} | layout {DERIVED_LAYOUT}",
             t.info.fingerprint(),
             graph.key_type(id),
             t.inputs.len()

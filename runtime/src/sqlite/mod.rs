@@ -9,9 +9,11 @@
 //! - one STRICT table per input table: its columns, `__changed_at` (indexed)
 //!   and `__changed_ms`;
 //! - one STRICT table per derived table: `__key` (the root key), the value
-//!   columns, `__status`, `__error`, `__origin_key`, `__code`, `__changed_at`
-//!   (indexed), and one `__in_N` per input holding the input row's
-//!   `__changed_at` when the row was computed;
+//!   columns, `__status`, `__error`, `__origin_key`, `__code` (an id in
+//!   `rederive_codes`), `__changed_at` (indexed), and one `__in_N` per input
+//!   holding the input row's `__changed_at` when the row was computed;
+//! - `rederive_codes`: the code versions derived rows were computed with,
+//!   each named by a small id (ids are never reused);
 //! - `rederive_leases`, `rederive_table_leases`, `rederive_workers`: row
 //!   leases, whole-table leases of a worker that is alone, and live workers.
 //!

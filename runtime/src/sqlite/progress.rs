@@ -65,9 +65,9 @@ impl Progress for SqliteStore {
                     return Ok(None);
                 }
                 // Column 1 is the inner query's key.
-                let mut states = self
-                    .cache
-                    .read_states(graph, &[last], r, &mut 2, Values::All)?;
+                let mut states =
+                    self.cache
+                        .read_states(&self.conn, graph, &[last], r, &mut 2, Values::All)?;
                 Ok(Some(states.pop().flatten()))
             })?)
         })

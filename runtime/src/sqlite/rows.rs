@@ -27,7 +27,8 @@ impl SqliteStore {
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let k = key.to_value();
         Ok(stmt.query_row([SqlValue(&k)], |r| {
-            self.cache.read_states(graph, tables, r, &mut 1, values)
+            self.cache
+                .read_states(&self.conn, graph, tables, r, &mut 1, values)
         })?)
     }
 
@@ -295,7 +296,9 @@ impl Rows for SqliteStore {
             let rows = stmt.query_map(params![after.revision(), rowid, limit as i64], |r| {
                 let key = from_ref(r.get_ref(0)?);
                 let mut i = 1;
-                let states = self.cache.read_states(graph, tables, r, &mut i, values)?;
+                let states = self
+                    .cache
+                    .read_states(&self.conn, graph, tables, r, &mut i, values)?;
                 let cursor = ChangeCursor::at(r.get(i)?, Value::Integer(r.get(i + 1)?));
                 Ok((key, cursor, states))
             })?;
@@ -336,7 +339,10 @@ impl Rows for SqliteStore {
                 tx.commit()?;
                 return Ok(written);
             }
-            let shared = [Param::Text(code), Param::Int(rev.get())];
+            let shared = [
+                Param::Int(self.cache.code_id(&tx, code)?),
+                Param::Int(rev.get()),
+            ];
             // The rows whose lease is held: new rows (inserted without
             // comparing) and the others (upserted under the guard).
             let mut new: Vec<usize> = Vec::new();
@@ -435,25 +441,61 @@ impl Rows for SqliteStore {
         values: Values,
     ) -> Result<Vec<ScannedRow>> {
         run(|| {
-            let source = Source::Scan {
-                first: after.is_none(),
+            // One snapshot for both reads below.
+            let tx = self.conn.unchecked_transaction()?;
+            // The last table (the one being built, usually sparse) is read
+            // by one range query and merged by key, rather than looked up
+            // for every key of the others.
+            let (head, last) = match tables.split_last() {
+                Some((&last, head)) if !head.is_empty() => (head, Some(last)),
+                _ => (tables, None),
             };
-            let sql = self.cache.state_sql(graph, tables, source, values);
-            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let n = tables.len();
+            let all_or_none = |read: bool| if read { Values::All } else { Values::None };
+            let head_values = all_or_none(values.of(0, n));
             let after = after.map(Key::to_value).unwrap_or(Value::Null);
-            let rows = stmt.query_map(params![SqlValue(&after), limit as i64], |r| {
-                let key = from_ref(r.get_ref(0)?);
-                let states = self.cache.read_states(graph, tables, r, &mut 1, values)?;
-                Ok((key, states))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (key, states) = row?;
-                if let Some(key) = Key::from_value(&key) {
-                    out.push(ScannedRow { key, states });
+            let scan = |tables: &[TableId], values: Values, upto: Option<&Value>| {
+                let source = Source::Scan {
+                    first: after == Value::Null,
+                    bounded: upto.is_some(),
+                };
+                let sql = self.cache.state_sql(graph, tables, source, values);
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let limit = if upto.is_some() { -1 } else { limit as i64 };
+                let bound = SqlValue(upto.unwrap_or(&Value::Null));
+                let all: [&dyn ToSql; 3] = [&SqlValue(&after), &limit, &bound];
+                let mut rows = stmt.query(&all[..if upto.is_some() { 3 } else { 2 }])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    let key = Key::from_value(&from_ref(r.get_ref(0)?));
+                    let states = self
+                        .cache
+                        .read_states(&tx, graph, tables, r, &mut 1, values)?;
+                    if let Some(key) = key {
+                        out.push(ScannedRow { key, states });
+                    }
                 }
+                Ok::<_, rusqlite::Error>(out)
+            };
+            let mut page = scan(head, head_values, None)?;
+            let (Some(last), Some(end)) = (last, page.last()) else {
+                return Ok(page);
+            };
+            let end = end.key.to_value();
+            let mut built = scan(&[last], all_or_none(values.of(n - 1, n)), Some(&end))?
+                .into_iter()
+                .peekable();
+            for row in &mut page {
+                while built.peek().is_some_and(|b| b.key < row.key) {
+                    built.next();
+                }
+                let state = match built.peek() {
+                    Some(b) if b.key == row.key => built.next().and_then(|mut b| b.states.pop()),
+                    _ => None,
+                };
+                row.states.push(state.flatten());
             }
-            Ok(out)
+            Ok(page)
         })
     }
 

@@ -48,7 +48,8 @@ fn create_table(tx: &Connection, graph: &Graph, id: TableId) -> SqlResult<()> {
         cols.push("__status INTEGER NOT NULL".into());
         cols.push("__error TEXT".into());
         cols.push("__origin_key ANY".into());
-        cols.push("__code TEXT NOT NULL".into());
+        // An id in `rederive_codes`.
+        cols.push("__code INTEGER NOT NULL".into());
         cols.push("__changed_at INTEGER NOT NULL".into());
         for j in 0..t.inputs.len() {
             cols.push(format!("__in_{j} INTEGER NOT NULL"));
@@ -142,6 +143,18 @@ impl Catalog for SqliteStore {
             let stored = read_catalog(&tx)?;
             for change in plan(&stored, graph, codes)? {
                 apply(&tx, graph, codes, &change)?;
+            }
+            // Derived rows name their code version by a small id: every
+            // current version has one from the start.
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS rederive_codes(
+                     id INTEGER PRIMARY KEY,
+                     code TEXT NOT NULL UNIQUE
+                 ) STRICT",
+            )?;
+            for code in codes.iter().flatten() {
+                tx.prepare_cached("INSERT OR IGNORE INTO rederive_codes(code) VALUES (?1)")?
+                    .execute([code])?;
             }
             tx.commit()?;
             Ok(())

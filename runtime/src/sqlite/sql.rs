@@ -6,6 +6,7 @@ use crate::graph::{Graph, TableId};
 use crate::row::TableInfo;
 use crate::storage::{Revision, RowState, RowStatus, Status, Values};
 use crate::value::Key;
+use rusqlite::OptionalExtension;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,8 +44,8 @@ pub(super) enum Source {
     Changes(TableId),
     /// A page of the first table's keys in key order: the first page
     /// (parameter 1 unused), or the page after a key (parameter 1); the
-    /// limit is parameter 2.
-    Scan { first: bool },
+    /// limit is parameter 2; with `bounded`, only keys up to parameter 3.
+    Scan { first: bool, bounded: bool },
 }
 
 /// State queries by source and values read, then by tables (looked up by
@@ -61,8 +62,10 @@ pub(crate) struct Cache {
     settled: RefCell<HashMap<Vec<TableId>, Arc<str>>>,
     upserts: RefCell<HashMap<(&'static str, usize), Arc<str>>>,
     inserts: RefCell<HashMap<InsertShape, Arc<str>>>,
-    /// The code version last read (see [`Cache::code_at`]).
-    last_code: RefCell<Option<Arc<str>>>,
+    /// Code versions by id (see [`Cache::code_at`]).
+    codes: RefCell<HashMap<i64, Arc<str>>>,
+    /// Ids of code versions (see [`Cache::code_id`]).
+    code_ids: RefCell<Vec<(Box<str>, i64)>>,
 }
 
 fn cached<K: std::hash::Hash + Eq>(
@@ -222,13 +225,20 @@ fn build_state_sql(graph: &Graph, tables: &[TableId], source: Source, values: Va
     }
     let (from, order) = match source {
         Source::Key => ("(SELECT ?1 AS k) q".to_owned(), ""),
-        Source::Scan { first } => {
+        Source::Scan { first, bounded } => {
             let info = graph.table(tables[0]).info;
             let key = key_column(info);
-            let cond = if first {
+            let mut conds = Vec::new();
+            if !first {
+                conds.push(format!("a0.{key} > ?1"));
+            }
+            if bounded {
+                conds.push(format!("a0.{key} <= ?3"));
+            }
+            let cond = if conds.is_empty() {
                 String::new()
             } else {
-                format!(" WHERE a0.{key} > ?1")
+                format!(" WHERE {}", conds.join(" AND "))
             };
             let sql = format!(
                 "SELECT {} FROM {} a0{joins}{cond} ORDER BY a0.{key} LIMIT ?2",
@@ -290,25 +300,57 @@ fn text_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>> 
 }
 
 impl Cache {
-    /// A code version read from a row, shared with the previous row's when
-    /// equal (most rows of a table carry the same one).
-    fn code_at(&self, r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Arc<str>>> {
-        let rusqlite::types::ValueRef::Text(t) = r.get_ref(i)? else {
+    /// A code version read from a row: its id in `rederive_codes`, looked
+    /// up once per connection (ids never change once given).
+    fn code_at(
+        &self,
+        conn: &rusqlite::Connection,
+        r: &rusqlite::Row<'_>,
+        i: usize,
+    ) -> rusqlite::Result<Option<Arc<str>>> {
+        let rusqlite::types::ValueRef::Integer(id) = r.get_ref(i)? else {
             return Ok(None);
         };
-        let mut last = self.last_code.borrow_mut();
-        if let Some(code) = last.as_ref().filter(|c| c.as_bytes() == t) {
+        if let Some(code) = self.codes.borrow().get(&id) {
             return Ok(Some(code.clone()));
         }
-        let code: Arc<str> = String::from_utf8_lossy(t).into();
-        *last = Some(code.clone());
+        let code: Option<String> = conn
+            .prepare_cached("SELECT code FROM rederive_codes WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        let Some(code) = code else {
+            return Ok(None);
+        };
+        let code: Arc<str> = code.into();
+        self.codes.borrow_mut().insert(id, code.clone());
         Ok(Some(code))
+    }
+
+    /// The id of a code version in `rederive_codes`, given it if it has
+    /// none yet (inside the caller's write transaction: an id is
+    /// remembered only when it was found, not given, so that a rolled
+    /// back transaction leaves no wrong id behind).
+    pub(super) fn code_id(&self, tx: &rusqlite::Connection, code: &str) -> rusqlite::Result<i64> {
+        if let Some((_, id)) = self.code_ids.borrow().iter().find(|(c, _)| &**c == code) {
+            return Ok(*id);
+        }
+        let found: Option<i64> = tx
+            .prepare_cached("SELECT id FROM rederive_codes WHERE code = ?1")?
+            .query_row([code], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = found {
+            self.code_ids.borrow_mut().push((code.into(), id));
+            return Ok(id);
+        }
+        tx.prepare_cached("INSERT INTO rederive_codes(code) VALUES (?1) RETURNING id")?
+            .query_row([code], |r| r.get(0))
     }
 
     /// Reads the states of `tables` from a row of a state query, from
     /// column `*i` on.
     pub(super) fn read_states(
         &self,
+        conn: &rusqlite::Connection,
         graph: &Graph,
         tables: &[TableId],
         r: &rusqlite::Row<'_>,
@@ -349,7 +391,7 @@ impl Cache {
                             .unwrap_or_else(|| Key::Text(String::new())),
                     },
                 };
-                state.code = self.code_at(r, *i + 3)?;
+                state.code = self.code_at(conn, r, *i + 3)?;
                 *i += 4;
                 state.ins.reserve_exact(t.inputs.len());
                 for _ in 0..t.inputs.len() {
