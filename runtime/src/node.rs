@@ -19,6 +19,9 @@ pub struct NodeDef {
     pub output: &'static TableInfo,
     /// The tables the function reads, in parameter order.
     pub inputs: &'static [&'static TableInfo],
+    /// The tables the function may read any row of through its `ctx`
+    /// (`#[derive_table(reads = [..])]`), each once.
+    pub reads: &'static [&'static TableInfo],
     /// Hash of the function's tokens (signature and body).
     pub code_hash: &'static str,
     /// The manual `version = N` option (0 when absent).

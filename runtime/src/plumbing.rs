@@ -281,6 +281,7 @@ macro_rules! __rederive_table {
                     &<$output as $crate::__private::Row>::TABLE
                 },
                 inputs: &[$(<$input as $crate::__private::Table>::INFO),+],
+                reads: &[],
                 code_hash: $hash,
                 version: $version,
                 files: &[$($file),*],

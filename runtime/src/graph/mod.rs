@@ -51,6 +51,10 @@ pub struct TableNode {
     pub producer: Option<usize>,
     /// The tables the producer reads, in parameter order.
     pub inputs: Vec<TableId>,
+    /// The tables the producer may read any row of through its `ctx`
+    /// (declared reads: not edges of the table graph, so they may form
+    /// cycles, resolved row by row at run time).
+    pub reads: Vec<TableId>,
     /// 0 for inputs, else one more than the deepest input.
     pub depth: usize,
 }
@@ -79,9 +83,11 @@ impl Graph {
 
         // Tables, by name, deduplicated (the same type may be listed twice).
         let mut infos: BTreeMap<&'static str, Vec<&'static TableInfo>> = BTreeMap::new();
-        let mentioned = nodes
-            .iter()
-            .flat_map(|n| std::iter::once(n.output).chain(n.inputs.iter().copied()));
+        let mentioned = nodes.iter().flat_map(|n| {
+            std::iter::once(n.output)
+                .chain(n.inputs.iter().copied())
+                .chain(n.reads.iter().copied())
+        });
         for info in tables.into_iter().chain(mentioned) {
             let same = infos.entry(info.name).or_default();
             if !same.contains(&info) {
@@ -110,6 +116,7 @@ impl Graph {
                 root: id,
                 producer: None,
                 inputs: Vec::new(),
+                reads: Vec::new(),
                 depth: 0,
             });
         }
@@ -141,9 +148,17 @@ impl Graph {
                 .iter()
                 .map(|i| by_name[i.name])
                 .collect();
+            let mut reads: Vec<TableId> = nodes[list[0]]
+                .reads
+                .iter()
+                .map(|i| by_name[i.name])
+                .collect();
+            reads.sort();
+            reads.dedup();
+            t.reads = reads;
         }
         for node in &nodes {
-            for input in node.inputs {
+            for input in node.inputs.iter().chain(node.reads) {
                 let id = by_name[input.name];
                 if !input.input && table_nodes[id.index()].producer.is_none() {
                     problems.push(GraphProblem::MissingProducer {
@@ -323,6 +338,18 @@ impl Graph {
         self.derived_in_order()
             .filter(move |&id| self.tables[id.index()].root == root)
     }
+
+    /// The derived tables that declare reads of `table`, in topological
+    /// order.
+    pub fn readers_of(&self, table: TableId) -> impl Iterator<Item = TableId> + '_ {
+        self.derived_in_order()
+            .filter(move |&id| self.tables[id.index()].reads.contains(&table))
+    }
+
+    /// Whether any function declares reads.
+    pub fn has_reads(&self) -> bool {
+        self.tables.iter().any(|t| !t.reads.is_empty())
+    }
 }
 
 /// Why a table description cannot be stored, if it cannot.
@@ -378,6 +405,7 @@ mod tests {
             module: "test",
             output,
             inputs: Box::leak(inputs.to_vec().into_boxed_slice()),
+            reads: &[],
             code_hash: "0",
             version: 0,
             files: &[],
@@ -393,6 +421,42 @@ mod tests {
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("expected the graph to be rejected"),
         }
+    }
+
+    fn reading(mut n: NodeDef, reads: &[&'static TableInfo]) -> NodeDef {
+        n.reads = Box::leak(reads.to_vec().into_boxed_slice());
+        n
+    }
+
+    #[test]
+    fn declared_reads_may_form_cycles_and_are_not_edges() {
+        let (src, a, b) = (table("Src", true), table("A", false), table("B", false));
+        let nodes = vec![
+            // A reads itself and B; B reads A: cycles only through reads.
+            reading(node("make_a", &[src], a), &[a, b, b]),
+            reading(node("make_b", &[src], b), &[a]),
+        ];
+        let g = Graph::new(vec![src], nodes).unwrap();
+        let (ta, tb) = (g.table_id("A").unwrap(), g.table_id("B").unwrap());
+        assert_eq!(g.table(ta).reads, vec![ta, tb], "sorted, each once");
+        assert_eq!(g.table(ta).inputs, vec![g.table_id("Src").unwrap()]);
+        assert_eq!(g.readers_of(ta).collect::<Vec<_>>(), vec![ta, tb]);
+        assert_eq!(g.readers_of(tb).collect::<Vec<_>>(), vec![ta]);
+        assert!(g.has_reads());
+    }
+
+    #[test]
+    fn a_read_of_a_table_nobody_produces_is_reported() {
+        let (src, a, ghost) = (table("Src", true), table("A", false), table("Ghost", false));
+        let nodes = vec![reading(node("make_a", &[src], a), &[ghost])];
+        let p = problems(Graph::new(vec![src], nodes));
+        assert!(
+            p.iter().any(
+                |p| matches!(p, GraphProblem::MissingProducer { table, reader }
+                if table == "Ghost" && reader == "make_a")
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]

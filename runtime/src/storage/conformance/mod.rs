@@ -306,6 +306,7 @@ fn node(name: &'static str, inputs: &[&'static TableInfo], output: &'static Tabl
         module: "conformance",
         output,
         inputs: Box::leak(inputs.to_vec().into_boxed_slice()),
+        reads: &[],
         code_hash: "0",
         version: 0,
         files: &[],
