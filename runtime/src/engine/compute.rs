@@ -94,6 +94,7 @@ fn run(node: &NodeDef, key: Key, work: Work) -> Outcome {
         key,
         new: work.new,
         ins: work.ins,
+        reads: Vec::new(),
         kind,
     }
 }

@@ -14,6 +14,10 @@
 //!   holding the input row's `__changed_at` when the row was computed;
 //! - `rederive_codes`: the code versions derived rows were computed with,
 //!   each named by a small id (ids are never reused);
+//! - `rederive_reads`: the rows each derived row read through its `ctx`
+//!   (reader table and key, table and key read, its `changed_at` then or
+//!   NULL), indexed by the row read; `rederive_tombstones`: rows that were
+//!   read and deleted, with the deleting revision;
 //! - `rederive_leases`, `rederive_table_leases`, `rederive_workers`: row
 //!   leases, whole-table leases of a worker that is alone, and live workers.
 //!
@@ -22,6 +26,7 @@
 
 mod leases;
 mod progress;
+mod reads;
 mod rows;
 mod schema;
 mod sql;
@@ -282,7 +287,9 @@ impl SqliteStore {
                  worker TEXT NOT NULL PRIMARY KEY,
                  expires_ms INTEGER NOT NULL
              ) STRICT, WITHOUT ROWID;
-             COMMIT;"
+             {}
+             COMMIT;",
+            reads::READS_DDL
         ))?;
         Ok(())
     }

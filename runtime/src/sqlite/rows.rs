@@ -1,13 +1,13 @@
 //! Rows: input writes, guarded derived writes, and reading row states.
 
 use super::sql::{bump_epoch, key_column, next_revision, Shape, Source, UPSERT_ROWS};
-use super::{from_ref, keys_of, quote, run, value_ref, SqlResult, SqlValue, SqliteStore};
+use super::{from_ref, keys_of, quote, reads, run, value_ref, SqlResult, SqlValue, SqliteStore};
 use crate::error::Result;
 use crate::graph::{Graph, TableId, TableNode};
 use crate::row::TableInfo;
 use crate::storage::{
-    ChangeCursor, ChangedRow, Fence, Outcome, OutcomeKind, Pass, Revision, RowState, Rows,
-    ScannedRow, Status, Values, Written,
+    ChangeCursor, ChangedRow, Fence, Outcome, OutcomeKind, Pass, RecordedRead, Revision, RowState,
+    Rows, ScannedRow, Status, Values, Written,
 };
 use crate::value::{Key, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -145,7 +145,11 @@ impl SqliteStore {
             ))?
             .query_map([rev], |r| Ok(from_ref(r.get_ref(0)?)))?
             .collect::<rusqlite::Result<Vec<Value>>>()?;
-        Ok(orphans.iter().filter_map(Key::from_value).collect())
+        let orphans: Vec<Key> = orphans.iter().filter_map(Key::from_value).collect();
+        for key in &orphans {
+            reads::row_gone(tx, t.info.name, key, rev)?;
+        }
+        Ok(orphans)
     }
 }
 
@@ -249,14 +253,14 @@ impl Rows for SqliteStore {
                 ),
                 [SqlValue(&k)],
             )?;
+            reads::tombstone(&tx, info.name, &k, rev)?;
             for d in graph.derived_from_root(id) {
+                let name = graph.table(d).info.name;
                 tx.execute(
-                    &format!(
-                        "DELETE FROM {} WHERE __key = ?1",
-                        quote(graph.table(d).info.name)
-                    ),
+                    &format!("DELETE FROM {} WHERE __key = ?1", quote(name)),
                     [SqlValue(&k)],
                 )?;
+                reads::row_gone(&tx, name, key, rev)?;
             }
             tx.commit()?;
             Ok(n > 0)
@@ -410,6 +414,14 @@ impl Rows for SqliteStore {
                     }
                 }
             }
+            // The rows written replace their recorded reads.
+            if !t.reads.is_empty() {
+                for (o, w) in outcomes.iter().zip(&written) {
+                    if *w != Written::Rejected {
+                        reads::replace_reads(&tx, graph, t.info.name, &o.key, &o.reads)?;
+                    }
+                }
+            }
             // A root row deleted while its rows were being computed takes
             // them along.
             for key in self.drop_orphans(&tx, graph, id, rev, read_at)? {
@@ -528,6 +540,25 @@ impl Rows for SqliteStore {
             })?;
             keys_of(rows)
         })
+    }
+
+    fn reads_of(&self, graph: &Graph, id: TableId, key: &Key) -> Result<Vec<RecordedRead>> {
+        run(|| self.reads_of_row(graph, id, key))
+    }
+
+    fn readers_of(&self, graph: &Graph, table: TableId, key: &Key) -> Result<Vec<(TableId, Key)>> {
+        run(|| self.readers_of_row(graph, table, key))
+    }
+
+    fn readers_changed_since(
+        &self,
+        graph: &Graph,
+        reader: TableId,
+        since: Revision,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        run(|| self.readers_changed(graph, reader, since, after, limit))
     }
 
     fn keys_with_status(

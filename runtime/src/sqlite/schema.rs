@@ -101,6 +101,7 @@ fn apply(
         }
         SchemaChange::Replace(id) => {
             let t = graph.table(id);
+            super::reads::table_gone(tx, t.info.name)?;
             tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(t.info.name)))?;
             create_table(tx, graph, id)?;
             tx.execute(
@@ -140,6 +141,8 @@ impl Catalog for SqliteStore {
     fn apply_schema(&self, graph: &Graph, codes: &[Option<String>]) -> Result<()> {
         run(|| {
             let tx = self.write()?;
+            // Older databases lack the tables of recorded reads.
+            tx.execute_batch(super::reads::READS_DDL)?;
             let stored = read_catalog(&tx)?;
             for change in plan(&stored, graph, codes)? {
                 apply(&tx, graph, codes, &change)?;
@@ -166,6 +169,7 @@ impl Catalog for SqliteStore {
             let tx = self.write()?;
             let n = tx.execute("DELETE FROM rederive_tables WHERE name = ?1", [name])?;
             if n > 0 {
+                super::reads::table_gone(&tx, name)?;
                 tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
                 tx.execute("DELETE FROM rederive_leases WHERE tbl = ?1", [name])?;
                 tx.execute("DELETE FROM rederive_table_leases WHERE tbl = ?1", [name])?;

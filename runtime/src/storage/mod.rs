@@ -28,6 +28,11 @@
 //!   failed or is blocked), a [`RowStatus`], the code version it was computed
 //!   with, the `changed_at` of each of its inputs when it was computed
 //!   (`ins`, in the function's parameter order), and its own `changed_at`.
+//! - For a derived table that declares reads, each row's **recorded
+//!   reads** (table, key, and the read row's `changed_at` then, or none),
+//!   replaced with the row, removed with it, and findable from the row read;
+//!   deleting a row that was read leaves a **tombstone** (its table, key and
+//!   the deleting revision), so that its readers are found as for a change.
 //! - For each derived table, a **watermark** (the revision up to which every
 //!   input change was processed) and an **epoch mark**.
 //! - One **epoch** counter, moved by every write that can make derived rows
@@ -164,6 +169,27 @@ pub trait Rows {
 
     /// Keys of a table in key order, after `after`, at most `limit`.
     fn keys_after(&self, info: &TableInfo, after: Option<&Key>, limit: usize) -> Result<Vec<Key>>;
+
+    /// The reads recorded for one derived row (see [`Outcome::reads`]), in
+    /// `(table, key)` order, each with the read row's `changed_at` now.
+    /// Empty for a row that records none, or does not exist.
+    fn reads_of(&self, graph: &Graph, id: TableId, key: &Key) -> Result<Vec<RecordedRead>>;
+
+    /// The derived rows that recorded a read of `(table, key)`, as
+    /// `(reader table, key)`, in order: one index lookup.
+    fn readers_of(&self, graph: &Graph, table: TableId, key: &Key) -> Result<Vec<(TableId, Key)>>;
+
+    /// Up to `limit` keys of `reader`'s rows after `after`, in key order,
+    /// that recorded a read of a row changed, created or deleted after
+    /// revision `since`.
+    fn readers_changed_since(
+        &self,
+        graph: &Graph,
+        reader: TableId,
+        since: Revision,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>>;
 
     /// Keys of a derived table's rows with a status, in key order.
     fn keys_with_status(

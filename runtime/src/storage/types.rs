@@ -219,8 +219,34 @@ pub struct Outcome {
     pub new: bool,
     /// The `changed_at` of each input it was computed from.
     pub ins: Vec<Revision>,
+    /// The rows its function read through its `ctx`: they replace the
+    /// row's recorded reads when it is written (tables without declared
+    /// reads record none).
+    pub reads: Vec<Read>,
     /// Value, error or block.
     pub kind: OutcomeKind,
+}
+
+/// One row a derived row's function read through its `ctx`, as it was then.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Read {
+    /// The table read.
+    pub table: crate::graph::TableId,
+    /// The key read.
+    pub key: Key,
+    /// The read row's `changed_at` when it was read; `None` when no row of
+    /// that key existed (the reader is stale once one does).
+    pub seen: Option<Revision>,
+}
+
+/// A recorded [`Read`] with the read row's `changed_at` now (`None`: no row
+/// of that key exists now). The read holds while the two agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRead {
+    /// The read as recorded.
+    pub read: Read,
+    /// The read row's `changed_at` now.
+    pub now: Option<Revision>,
 }
 
 /// The result of computing one row.

@@ -3,13 +3,13 @@
 //!
 //! Each case opens a new, empty database through a [`Harness`], builds a
 //! small graph by hand (an input table `Src` with integer keys; `Len`
-//! derived from it; `Twice` downstream of `Len`; `Pair` reading both `Src`
-//! and `Len`; and a second root, `Tag`, with text keys and its derived
-//! `TagLen`), and checks one part of the contract: revisions and epochs,
-//! input writes, reads, change pages, guarded writes and early cutoff,
-//! deletes, fences, heartbeats and releases, watermarks, the catalog, and
-//! the change token. A case panics with a message naming what the backend
-//! got wrong.
+//! derived from it; `Twice` downstream of `Len`, declaring reads of `Len`
+//! and `Tag`; `Pair` reading both `Src` and `Len`; and a second root,
+//! `Tag`, with text keys and its derived `TagLen`), and checks one part of
+//! the contract: revisions and epochs, input writes, reads, change pages,
+//! guarded writes and early cutoff, deletes, recorded reads, fences,
+//! heartbeats and releases, watermarks, the catalog, and the change token.
+//! A case panics with a message naming what the backend got wrong.
 //!
 //! # Running it against a backend
 //!
@@ -53,6 +53,7 @@ mod catalog;
 mod leases;
 mod outcomes;
 mod progress;
+mod reads;
 mod rows;
 
 pub use build::{
@@ -64,6 +65,7 @@ pub use outcomes::{delete_cascades, deleted_root_is_rejected, early_cutoff, writ
 pub use progress::{
     change_token, connections_and_clock, load_if_settled, watermarks_never_lowered,
 };
+pub use reads::{readers_follow_changes_creations_and_deletes, reads_are_recorded_with_the_row};
 pub use rows::{
     changed_page_visits_each_row_once, equal_puts_keep_changed_at, keys_and_counts,
     load_values_and_statuses, revisions_and_epochs,
@@ -128,6 +130,14 @@ pub const CASES: &[(&str, Case)] = &[
         new_rows_fall_back_to_the_guard,
     ),
     ("orphans_after_a_delete", orphans_after_a_delete),
+    (
+        "reads_are_recorded_with_the_row",
+        reads_are_recorded_with_the_row,
+    ),
+    (
+        "readers_follow_changes_creations_and_deletes",
+        readers_follow_changes_creations_and_deletes,
+    ),
 ];
 
 /// Runs every case, one after the other; the first failure panics with
@@ -176,6 +186,8 @@ macro_rules! conformance_tests {
             scan_page_in_key_order,
             new_rows_fall_back_to_the_guard,
             orphans_after_a_delete,
+            reads_are_recorded_with_the_row,
+            readers_follow_changes_creations_and_deletes,
         ]);
     };
     (@cases $name:ident, $harness:expr, [$($case:ident),* $(,)?]) => {
@@ -316,12 +328,18 @@ fn node(name: &'static str, inputs: &[&'static TableInfo], output: &'static Tabl
     }
 }
 
+/// `n` declaring reads of `reads`.
+fn reading(mut n: NodeDef, reads: &[&'static TableInfo]) -> NodeDef {
+    n.reads = Box::leak(reads.to_vec().into_boxed_slice());
+    n
+}
+
 /// The suite's graph, with these row types for `Src` and `Len`, with or
 /// without `TagLen`.
 pub(crate) fn graph_with(src: &'static TableInfo, len: &'static TableInfo, tag_len: bool) -> Graph {
     let mut nodes = vec![
         node("len", &[src], len),
-        node("twice", &[len], &TWICE),
+        reading(node("twice", &[len], &TWICE), &[len, &TAG]),
         node("pair", &[src, len], &PAIR),
     ];
     if tag_len {
@@ -503,6 +521,7 @@ pub(crate) fn ok(key: impl Into<Key>, ins: &[Revision], values: Vec<Value>) -> O
         key: key.into(),
         new: false,
         ins: ins.to_vec(),
+        reads: Vec::new(),
         kind: OutcomeKind::Ok(values),
     }
 }
@@ -513,6 +532,7 @@ pub(crate) fn failed(key: impl Into<Key>, ins: &[Revision], message: &str) -> Ou
         key: key.into(),
         new: false,
         ins: ins.to_vec(),
+        reads: Vec::new(),
         kind: OutcomeKind::Error(message.to_owned()),
     }
 }
@@ -528,6 +548,7 @@ pub(crate) fn blocked(
         key: key.into(),
         new: false,
         ins: ins.to_vec(),
+        reads: Vec::new(),
         kind: OutcomeKind::Blocked {
             table: table.to_owned(),
             key: origin.into(),

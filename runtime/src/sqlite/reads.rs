@@ -1,0 +1,226 @@
+//! Recorded reads: which rows a derived row read through its `ctx`, and
+//! tombstones of deleted rows that were read.
+
+use super::sql::{bump_epoch, key_column, next_revision};
+use super::{from_ref, quote, value_ref, SqlResult, SqliteStore};
+use crate::graph::{Graph, TableId};
+use crate::storage::{Read, RecordedRead, Revision};
+use crate::value::{Key, Value};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, ToSql};
+
+/// The tables of recorded reads and tombstones (created with the database,
+/// or by the first write open of an older one).
+pub(super) const READS_DDL: &str = "
+    CREATE TABLE IF NOT EXISTS rederive_reads(
+        reader TEXT NOT NULL,
+        reader_key ANY NOT NULL,
+        tbl TEXT NOT NULL,
+        key ANY NOT NULL,
+        seen INTEGER,
+        PRIMARY KEY (reader, reader_key, tbl, key)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS rederive_reads_by_row ON rederive_reads(tbl, key, reader, reader_key);
+    CREATE TABLE IF NOT EXISTS rederive_tombstones(
+        tbl TEXT NOT NULL,
+        key ANY NOT NULL,
+        deleted_at INTEGER NOT NULL,
+        PRIMARY KEY (tbl, key)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS rederive_tombstones_by_revision ON rederive_tombstones(tbl, deleted_at);";
+
+/// A key as an SQLite parameter.
+struct KeyParam<'a>(&'a Key);
+
+impl ToSql for KeyParam<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Key::Int(i) => ValueRef::Integer(*i),
+            Key::Text(t) => ValueRef::Text(t.as_bytes()),
+        }))
+    }
+}
+
+/// Replaces the reads recorded for one derived row.
+pub(super) fn replace_reads(
+    tx: &Connection,
+    graph: &Graph,
+    reader: &str,
+    key: &Key,
+    reads: &[Read],
+) -> SqlResult<()> {
+    forget_reader(tx, reader, key)?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO rederive_reads(reader, reader_key, tbl, key, seen) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for r in reads {
+        insert.execute(params![
+            reader,
+            KeyParam(key),
+            graph.table(r.table).info.name,
+            KeyParam(&r.key),
+            r.seen.map(Revision::get),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Removes the reads recorded by one derived row (which is gone).
+pub(super) fn forget_reader(tx: &Connection, reader: &str, key: &Key) -> SqlResult<()> {
+    tx.prepare_cached("DELETE FROM rederive_reads WHERE reader = ?1 AND reader_key = ?2")?
+        .execute(params![reader, KeyParam(key)])?;
+    Ok(())
+}
+
+/// Records, at `rev`, that the row `(table, key)` was deleted, if any row
+/// read it.
+pub(super) fn tombstone(tx: &Connection, table: &str, key: &Value, rev: Revision) -> SqlResult<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO rederive_tombstones(tbl, key, deleted_at) \
+         SELECT ?1, ?2, ?3 WHERE EXISTS \
+         (SELECT 1 FROM rederive_reads WHERE tbl = ?1 AND key = ?2)",
+    )?
+    .execute(params![table, ToSqlOutput::Borrowed(value_ref(key)), rev])?;
+    Ok(())
+}
+
+/// A deleted or derived row `(table, key)` is gone: its readers are told,
+/// and its own reads forgotten.
+pub(super) fn row_gone(tx: &Connection, table: &str, key: &Key, rev: Revision) -> SqlResult<()> {
+    tombstone(tx, table, &key.to_value(), rev)?;
+    forget_reader(tx, table, key)
+}
+
+/// Every row of `table` is gone (the table was rebuilt or dropped): its
+/// readers are told under a new revision, and its rows' reads forgotten.
+pub(super) fn table_gone(tx: &Connection, table: &str) -> SqlResult<()> {
+    let read: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM rederive_reads WHERE tbl = ?1)")?
+        .query_row([table], |r| r.get(0))?;
+    if read {
+        let rev = next_revision(tx)?;
+        bump_epoch(tx)?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO rederive_tombstones(tbl, key, deleted_at) \
+             SELECT DISTINCT tbl, key, ?2 FROM rederive_reads WHERE tbl = ?1",
+        )?
+        .execute(params![table, rev])?;
+    }
+    tx.prepare_cached("DELETE FROM rederive_reads WHERE reader = ?1")?
+        .execute([table])?;
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(super) fn reads_of_row(
+        &self,
+        graph: &Graph,
+        id: TableId,
+        key: &Key,
+    ) -> SqlResult<Vec<RecordedRead>> {
+        let reader = graph.table(id).info.name;
+        let mut out = Vec::new();
+        for &t in &graph.table(id).reads {
+            let info = graph.table(t).info;
+            let sql = format!(
+                "SELECT r.key, r.seen, x.__changed_at FROM rederive_reads r \
+                 LEFT JOIN {x} x ON x.{k} = r.key \
+                 WHERE r.reader = ?1 AND r.reader_key = ?2 AND r.tbl = ?3 ORDER BY r.key",
+                x = quote(info.name),
+                k = key_column(info),
+            );
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![reader, KeyParam(key), info.name])?;
+            while let Some(r) = rows.next()? {
+                let Some(read_key) = Key::from_value(&from_ref(r.get_ref(0)?)) else {
+                    continue;
+                };
+                let seen: Option<i64> = r.get(1)?;
+                let now: Option<i64> = r.get(2)?;
+                out.push(RecordedRead {
+                    read: Read {
+                        table: t,
+                        key: read_key,
+                        seen: seen.map(Revision::new),
+                    },
+                    now: now.map(Revision::new),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.read.cmp(&b.read));
+        Ok(out)
+    }
+
+    pub(super) fn readers_of_row(
+        &self,
+        graph: &Graph,
+        table: TableId,
+        key: &Key,
+    ) -> SqlResult<Vec<(TableId, Key)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT reader, reader_key FROM rederive_reads WHERE tbl = ?1 AND key = ?2 \
+             ORDER BY reader, reader_key",
+        )?;
+        let mut rows = stmt.query(params![graph.table(table).info.name, KeyParam(key)])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let name: String = r.get(0)?;
+            let (Ok(reader), Some(k)) = (
+                graph.table_id(&name),
+                Key::from_value(&from_ref(r.get_ref(1)?)),
+            ) else {
+                continue;
+            };
+            out.push((reader, k));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn readers_changed(
+        &self,
+        graph: &Graph,
+        reader: TableId,
+        since: Revision,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> SqlResult<Vec<Key>> {
+        let t = graph.table(reader);
+        if t.reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name = t.info.name.replace('\'', "''");
+        let parts: Vec<String> = t
+            .reads
+            .iter()
+            .map(|&x| {
+                let info = graph.table(x).info;
+                let lit = info.name.replace('\'', "''");
+                format!(
+                    "SELECT r.reader_key AS k FROM {x} x JOIN rederive_reads r \
+                       ON r.tbl = '{lit}' AND r.key = x.{key} AND r.reader = '{name}' \
+                     WHERE x.__changed_at > ?1 \
+                     UNION SELECT r.reader_key FROM rederive_tombstones d JOIN rederive_reads r \
+                       ON r.tbl = d.tbl AND r.key = d.key AND r.reader = '{name}' \
+                     WHERE d.tbl = '{lit}' AND d.deleted_at > ?1",
+                    x = quote(info.name),
+                    key = key_column(info),
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT DISTINCT k FROM ({}) WHERE ?2 IS NULL OR k > ?2 ORDER BY k LIMIT ?3",
+            parts.join(" UNION ")
+        );
+        let after = after.map(KeyParam);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![since, after, limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            if let Some(k) = Key::from_value(&from_ref(r.get_ref(0)?)) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+}
