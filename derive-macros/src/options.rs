@@ -19,6 +19,8 @@ macro_rules! for_each_option {
                 "globs of files the function depends on, relative to the crate's directory; their contents are part of the code version";
             Settle settle "settle = \"30s\""
                 "compute a row only once its root row has been unchanged this long (units: ms, s, m, h)";
+            Reads reads "reads = [Linked]"
+                "tables whose rows, of any key, the function may read besides its arguments (declared reads: they are not edges of the table graph, so a table may read itself)";
         }
     };
 }
@@ -114,6 +116,8 @@ pub struct Options {
     pub files: Vec<String>,
     /// Milliseconds.
     pub settle_ms: u64,
+    /// The declared reads, as written.
+    pub reads: Vec<syn::Path>,
 }
 
 struct MetaList(Punctuated<Meta, Token![,]>);
@@ -172,6 +176,7 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream) -> Options {
             OptionName::Version => parse_version(cx, &nv.value, &mut options),
             OptionName::Files => parse_files(cx, &nv.value, &mut options),
             OptionName::Settle => parse_settle(cx, &nv.value, &mut options),
+            OptionName::Reads => parse_reads(cx, &nv.value, &mut options),
         }
     }
     options
@@ -212,6 +217,28 @@ fn parse_files(cx: &mut Ctxt, value: &Expr, options: &mut Options) {
                 other,
                 "`files` takes string literals, e.g. `files = [\"grammar/*.txt\"]`",
             ),
+        }
+    }
+}
+
+fn parse_reads(cx: &mut Ctxt, value: &Expr, options: &mut Options) {
+    let Expr::Array(ExprArray { elems, .. }) = value else {
+        cx.error_spanned_by(
+            value,
+            "`reads` takes a list of row types, e.g. `reads = [Linked]`",
+        );
+        return;
+    };
+    for elem in elems {
+        match elem {
+            Expr::Path(p) if p.qself.is_none() => {
+                if options.reads.contains(&p.path) {
+                    cx.error_spanned_by(p, "this table is listed twice in `reads`");
+                } else {
+                    options.reads.push(p.path.clone());
+                }
+            }
+            other => cx.error_spanned_by(other, "`reads` takes row types, e.g. `reads = [Linked]`"),
         }
     }
 }
@@ -299,6 +326,21 @@ mod tests {
     }
 
     #[test]
+    fn declared_reads() {
+        let o = parse_ok(quote!(reads = [Linked, crate::defs::Def]));
+        let names: Vec<String> = o
+            .reads
+            .iter()
+            .map(|p| quote::ToTokens::to_token_stream(p).to_string())
+            .collect();
+        assert_eq!(names, ["Linked", "crate :: defs :: Def"]);
+        assert!(parse_err(quote!(reads = Linked)).contains("list of row types"));
+        assert!(parse_err(quote!(reads = ["Linked"])).contains("takes row types"));
+        assert!(parse_err(quote!(reads = [Linked, Linked])).contains("listed twice"));
+        assert!(parse_err(quote!(read = [Linked])).contains("did you mean `reads`?"));
+    }
+
+    #[test]
     fn every_option() {
         let o = parse_ok(quote!(
             version = 2,
@@ -350,7 +392,7 @@ mod tests {
         assert!(unknown.contains("unknown option `colour`"), "{unknown}");
         assert!(
             unknown.contains(
-                "`version = 2`, `files = [\\\"grammar/*.txt\\\"]` and `settle = \\\"30s\\\"`"
+                "`version = 2`, `files = [\\\"grammar/*.txt\\\"]`, `settle = \\\"30s\\\"` and `reads = [Linked]`"
             ),
             "{unknown}"
         );

@@ -231,7 +231,8 @@ macro_rules! __rederive_table {
         code_hash: $hash:literal,
         version: $version:literal,
         files: [$($file:literal),* $(,)?],
-        settle_ms: $settle_ms:literal $(,)?
+        settle_ms: $settle_ms:literal,
+        reads: [$($read:ty),* $(,)?] $(,)?
     ) => {
         // Reads a table's node through a generic function rather than as a
         // constant of the caller: then a cycle is reported in two notes per
@@ -244,6 +245,7 @@ macro_rules! __rederive_table {
         const _: () = {
             let () = <$output as $crate::__private::Derived>::IS_DERIVED;
             $(let _ = <$input as $crate::__private::Table>::INFO;)+
+            $(let _ = <$read as $crate::__private::Table>::INFO;)*
             $crate::__private::check_roots($name, [$(__rederive_node_of::<$input>()),+]);
         };
 
@@ -281,7 +283,7 @@ macro_rules! __rederive_table {
                     &<$output as $crate::__private::Row>::TABLE
                 },
                 inputs: &[$(<$input as $crate::__private::Table>::INFO),+],
-                reads: &[],
+                reads: &[$(<$read as $crate::__private::Table>::INFO),*],
                 code_hash: $hash,
                 version: $version,
                 files: &[$($file),*],

@@ -30,6 +30,7 @@ pub fn expand(f: &Function, options: &Options) -> TokenStream {
         version,
         files,
         settle_ms,
+        reads,
     } = options;
     // Spanned on the function's name: the compiler shows a template's errors
     // and notes where it is called.
@@ -54,6 +55,7 @@ pub fn expand(f: &Function, options: &Options) -> TokenStream {
             version: #version,
             files: [#(#files),*],
             settle_ms: #settle_ms,
+            reads: [#(#reads),*],
         }
     };
     // The node exists when the function does.
