@@ -322,6 +322,23 @@ impl ToSql for SqlValue<'_> {
     }
 }
 
+/// A [`Key`] as an SQLite parameter.
+struct KeyParam<'a>(&'a Key);
+
+impl ToSql for KeyParam<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(key_ref(self.0)))
+    }
+}
+
+/// A [`Key`] as SQLite sees it, borrowed.
+fn key_ref(k: &Key) -> ValueRef<'_> {
+    match k {
+        Key::Int(i) => ValueRef::Integer(*i),
+        Key::Text(t) => ValueRef::Text(t.as_bytes()),
+    }
+}
+
 /// A [`Value`] as SQLite sees it, borrowed.
 fn value_ref(v: &Value) -> ValueRef<'_> {
     match v {

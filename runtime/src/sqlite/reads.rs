@@ -2,12 +2,11 @@
 //! tombstones of deleted rows that were read.
 
 use super::sql::{bump_epoch, key_column, next_revision};
-use super::{from_ref, quote, value_ref, SqlResult, SqliteStore};
+use super::{from_ref, keys_of, quote, KeyParam, SqlResult, SqliteStore};
 use crate::graph::{Graph, TableId};
 use crate::storage::{Read, RecordedRead, Revision};
-use crate::value::{Key, Value};
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, ToSql};
+use crate::value::Key;
+use rusqlite::{params, Connection};
 
 /// The tables of recorded reads and tombstones (created with the database,
 /// or by the first write open of an older one).
@@ -28,18 +27,6 @@ pub(super) const READS_DDL: &str = "
         PRIMARY KEY (tbl, key)
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS rederive_tombstones_by_revision ON rederive_tombstones(tbl, deleted_at);";
-
-/// A key as an SQLite parameter.
-struct KeyParam<'a>(&'a Key);
-
-impl ToSql for KeyParam<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self.0 {
-            Key::Int(i) => ValueRef::Integer(*i),
-            Key::Text(t) => ValueRef::Text(t.as_bytes()),
-        }))
-    }
-}
 
 /// Replaces the reads recorded for one derived row.
 pub(super) fn replace_reads(
@@ -75,20 +62,20 @@ pub(super) fn forget_reader(tx: &Connection, reader: &str, key: &Key) -> SqlResu
 
 /// Records, at `rev`, that the row `(table, key)` was deleted, if any row
 /// read it.
-pub(super) fn tombstone(tx: &Connection, table: &str, key: &Value, rev: Revision) -> SqlResult<()> {
+pub(super) fn tombstone(tx: &Connection, table: &str, key: &Key, rev: Revision) -> SqlResult<()> {
     tx.prepare_cached(
         "INSERT OR REPLACE INTO rederive_tombstones(tbl, key, deleted_at) \
          SELECT ?1, ?2, ?3 WHERE EXISTS \
          (SELECT 1 FROM rederive_reads WHERE tbl = ?1 AND key = ?2)",
     )?
-    .execute(params![table, ToSqlOutput::Borrowed(value_ref(key)), rev])?;
+    .execute(params![table, KeyParam(key), rev])?;
     Ok(())
 }
 
 /// A deleted or derived row `(table, key)` is gone: its readers are told,
 /// and its own reads forgotten.
 pub(super) fn row_gone(tx: &Connection, table: &str, key: &Key, rev: Revision) -> SqlResult<()> {
-    tombstone(tx, table, &key.to_value(), rev)?;
+    tombstone(tx, table, key, rev)?;
     forget_reader(tx, table, key)
 }
 
@@ -214,13 +201,9 @@ impl SqliteStore {
         );
         let after = after.map(KeyParam);
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params![since, after, limit as i64])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            if let Some(k) = Key::from_value(&from_ref(r.get_ref(0)?)) {
-                out.push(k);
-            }
-        }
-        Ok(out)
+        let rows = stmt.query_map(params![since, after, limit as i64], |r| {
+            Ok(from_ref(r.get_ref(0)?))
+        })?;
+        keys_of(rows)
     }
 }

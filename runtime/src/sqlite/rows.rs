@@ -1,7 +1,9 @@
 //! Rows: input writes, guarded derived writes, and reading row states.
 
 use super::sql::{bump_epoch, key_column, next_revision, Shape, Source, UPSERT_ROWS};
-use super::{from_ref, keys_of, quote, reads, run, value_ref, SqlResult, SqlValue, SqliteStore};
+use super::{
+    from_ref, key_ref, keys_of, quote, reads, run, value_ref, SqlResult, SqlValue, SqliteStore,
+};
 use crate::error::Result;
 use crate::graph::{Graph, TableId, TableNode};
 use crate::row::TableInfo;
@@ -167,9 +169,8 @@ impl ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match *self {
             Param::Value(v) => ToSqlOutput::Borrowed(value_ref(v)),
-            Param::Key(Key::Int(i)) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Param::Key(k) => ToSqlOutput::Borrowed(key_ref(k)),
             Param::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(i)),
-            Param::Key(Key::Text(t)) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
             Param::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
             Param::Null => ToSqlOutput::Borrowed(ValueRef::Null),
         })
@@ -253,7 +254,7 @@ impl Rows for SqliteStore {
                 ),
                 [SqlValue(&k)],
             )?;
-            reads::tombstone(&tx, info.name, &k, rev)?;
+            reads::tombstone(&tx, info.name, key, rev)?;
             for d in graph.derived_from_root(id) {
                 let name = graph.table(d).info.name;
                 tx.execute(
