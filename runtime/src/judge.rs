@@ -9,9 +9,15 @@
 //! code is settled too: it is not run again until something changes (or
 //! on request). Everything else is stale, for the first of these causes:
 //! missing, an input that is not settled (upstream stale), an input that
-//! changed, the code that changed.
+//! changed, a row read through the function's `ctx` that changed (or
+//! appeared, or was deleted), the code that changed.
+//!
+//! The judge looks at one row. Whether the rows a row *read* are settled
+//! themselves is asked row by row, through their own reads (see
+//! `engine::deps`): a row is settled when the judge settles it and every
+//! row it is computed from or read is settled.
 
-use crate::storage::{Revision, RowState, RowStatus};
+use crate::storage::{RecordedRead, Revision, RowState, RowStatus};
 
 /// What the judge decides about one derived row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +44,9 @@ pub enum Cause {
     UpstreamStale(usize),
     /// Input number `n` changed since the row was computed.
     InputChanged(usize),
+    /// Recorded read number `n` no longer holds: the row read changed,
+    /// appeared or was deleted since.
+    ReadChanged(usize),
     /// The function's code version changed.
     CodeChanged,
 }
@@ -96,14 +105,31 @@ pub fn judge(
     code: Option<&str>,
     settle: Option<Settle>,
 ) -> Verdict {
-    let verdict = judge_now(row, inputs, code);
+    judge_with_reads(row, inputs, &[], code, settle)
+}
+
+/// Like [`judge`], for a row that recorded reads (`reads`, each with the
+/// read row's `changed_at` now).
+pub fn judge_with_reads(
+    row: Option<&RowState>,
+    inputs: &[InputView<'_>],
+    reads: &[RecordedRead],
+    code: Option<&str>,
+    settle: Option<Settle>,
+) -> Verdict {
+    let verdict = judge_now(row, inputs, reads, code);
     match verdict {
         Verdict::Stale(cause) if settle.is_some_and(|s| s.waiting()) => Verdict::Settling(cause),
         v => v,
     }
 }
 
-fn judge_now(row: Option<&RowState>, inputs: &[InputView<'_>], code: Option<&str>) -> Verdict {
+fn judge_now(
+    row: Option<&RowState>,
+    inputs: &[InputView<'_>],
+    reads: &[RecordedRead],
+    code: Option<&str>,
+) -> Verdict {
     let Some(row) = row else {
         return Verdict::Stale(Cause::Missing);
     };
@@ -115,6 +141,9 @@ fn judge_now(row: Option<&RowState>, inputs: &[InputView<'_>], code: Option<&str
         if row.ins.get(j).copied() != now {
             return Verdict::Stale(Cause::InputChanged(j));
         }
+    }
+    if let Some(n) = reads.iter().position(|r| r.read.seen != r.now) {
+        return Verdict::Stale(Cause::ReadChanged(n));
     }
     if row.code.as_deref() != code {
         return Verdict::Stale(Cause::CodeChanged);
@@ -207,6 +236,44 @@ mod tests {
             },
         );
         assert_eq!(judge(Some(&failed), &ok, Some("c1"), None), Verdict::Failed);
+    }
+
+    #[test]
+    fn a_read_that_no_longer_holds_is_named_after_the_inputs() {
+        use crate::graph::TableId;
+        use crate::storage::Read;
+        let a = input(3);
+        let ok = [InputView {
+            state: Some(&a),
+            settled: true,
+        }];
+        let r = row(&[3], "c1", RowStatus::Ok);
+        let read = |seen: Option<i64>, now: Option<i64>| RecordedRead {
+            read: Read {
+                table: TableId::from_index(0),
+                key: "f".into(),
+                seen: seen.map(Revision::new),
+            },
+            now: now.map(Revision::new),
+        };
+        let holds = [read(Some(2), Some(2)), read(None, None)];
+        assert_eq!(
+            judge_with_reads(Some(&r), &ok, &holds, Some("c1"), None),
+            Verdict::Fresh
+        );
+        for (seen, now) in [(Some(2), Some(5)), (None, Some(5)), (Some(2), None)] {
+            let reads = [read(Some(1), Some(1)), read(seen, now)];
+            assert_eq!(
+                judge_with_reads(Some(&r), &ok, &reads, Some("c1"), None),
+                Verdict::Stale(Cause::ReadChanged(1))
+            );
+            // An input change comes first.
+            let old = row(&[2], "c1", RowStatus::Ok);
+            assert_eq!(
+                judge_with_reads(Some(&old), &ok, &reads, Some("c1"), None),
+                Verdict::Stale(Cause::InputChanged(0))
+            );
+        }
     }
 
     #[test]

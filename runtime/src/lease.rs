@@ -9,7 +9,8 @@
 //! transaction. A crashed worker's leases expire and its rows are taken
 //! over. The storage side of claims and fences is [`crate::storage::Leases`].
 
-use crate::engine::compute::{compute_in_chunks, Work, COMMIT_EVERY};
+use crate::engine::compute::{compute_in_chunks, Env, Stopped, Work, COMMIT_EVERY};
+use crate::engine::deps::{Session, Stop};
 use crate::engine::refresh::Plan;
 use crate::engine::Db;
 use crate::error::{Error, Result};
@@ -22,6 +23,13 @@ use crate::value::Key;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What a batch did: its report, and the rows whose computation stopped
+/// (given back, not written).
+pub(crate) struct Executed {
+    pub report: TableReport,
+    pub stopped: Vec<Stopped>,
+}
 
 /// How long a lease lasts unless extended.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
@@ -146,13 +154,20 @@ impl Db {
     /// every [`COMMIT_EVERY`] while slow functions run, so that a killed
     /// worker loses little. A cancel between chunks abandons what is not
     /// written yet and gives its rows back.
+    ///
+    /// Rows whose computation stopped (a read of a row to compute first, a
+    /// cycle of reads) are given back and returned, for the caller to
+    /// resolve; `stack` are the rows waiting on this batch's, for cycles.
     pub(crate) fn execute(
         &self,
+        session: &Session,
         id: TableId,
         batch: Vec<(Key, Work)>,
         mode: Mode,
-    ) -> Result<TableReport> {
+        stack: &[(TableId, Key)],
+    ) -> Result<Executed> {
         let mut report = TableReport::default();
+        let mut stopped = Vec::new();
         let (batch, fence, read_at) = if self.leasing.load(Ordering::Relaxed) {
             self.claim_batch(id, batch, mode, &mut report)?
         } else {
@@ -160,32 +175,67 @@ impl Db {
         };
         self.alone
             .store(!matches!(fence, Fence::Rows { .. }), Ordering::Relaxed);
-        let done = self.compute_and_write(id, batch, mode, &fence, read_at, &mut report);
+        let Some(node) = self.graph().producer(id) else {
+            return Ok(Executed { report, stopped });
+        };
+        let env = Env {
+            db: self,
+            session,
+            table: id,
+            node,
+            stack,
+        };
+        let done =
+            self.compute_and_write(env, batch, mode, &fence, read_at, &mut report, &mut stopped);
         if matches!(fence, Fence::Table { .. }) {
             // The batch is over (written, or abandoned): give the table back.
             self.store()
                 .release(self.graph().table(id).info.name, &fence, &[])?;
         }
-        done.map(|()| report)
+        done.map(|()| Executed { report, stopped })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn compute_and_write(
         &self,
-        id: TableId,
+        env: Env<'_>,
         batch: Vec<(Key, Work)>,
         mode: Mode,
         fence: &Fence,
         read_at: Revision,
         report: &mut TableReport,
+        stopped: &mut Vec<Stopped>,
     ) -> Result<()> {
-        let Some(node) = self.graph().producer(id) else {
-            return Ok(());
-        };
+        let id = env.table;
         let name = self.graph().table(id).info.name;
         let mut pending: Vec<Outcome> = Vec::new();
         let mut last_write = std::time::Instant::now();
-        compute_in_chunks(node, batch, |outcomes, rest| {
+        compute_in_chunks(env, batch, |outcomes, stops, rest| {
             pending.extend(outcomes);
+            // Rows that stopped are given back at once: the caller computes
+            // what they wait on (perhaps in another worker) first.
+            if !stops.is_empty() {
+                let keys: Vec<&Key> = stops.iter().map(|s| &s.key).collect();
+                if matches!(fence, Fence::Rows { .. }) {
+                    self.store().release(name, fence, &keys)?;
+                }
+            }
+            let mut failed = None;
+            for s in stops {
+                match s.stop {
+                    Stop::Storage(e) => failed = failed.or(Some(e)),
+                    _ => stopped.push(s),
+                }
+            }
+            if let Some(error) = failed {
+                let keys: Vec<&Key> = pending
+                    .iter()
+                    .map(|o| &o.key)
+                    .chain(rest.iter().map(|(k, _)| k))
+                    .collect();
+                self.store().release(name, fence, &keys)?;
+                return Err(error);
+            }
             if self.cancel.load(Ordering::SeqCst) {
                 // Abandon what is not written: give its rows back.
                 let keys: Vec<&Key> = pending
@@ -198,6 +248,7 @@ impl Db {
             }
             if rest.is_empty() || last_write.elapsed() >= COMMIT_EVERY {
                 self.write(
+                    env.session,
                     id,
                     &std::mem::take(&mut pending),
                     mode,
@@ -212,8 +263,12 @@ impl Db {
     }
 
     /// Writes computed results and counts what happened to them.
+    /// Rows written are settled in the session; a changed value
+    /// unsettles what depends on it.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
+        session: &Session,
         id: TableId,
         outcomes: &[Outcome],
         mode: Mode,
@@ -222,15 +277,25 @@ impl Db {
         report: &mut TableReport,
     ) -> Result<()> {
         let code = self.code(id).unwrap_or_default();
-        let written = self.store().write_outcomes(
-            self.graph(),
-            id,
-            code,
-            outcomes,
-            mode.pass(),
-            fence,
-            read_at,
-        )?;
+        // A table that is read by one refreshed before it (or by itself):
+        // its rows change behind that table's back, so the epoch moves.
+        let pass = if self.graph().read_backwards(id) {
+            Pass::OnDemand
+        } else {
+            mode.pass()
+        };
+        let written =
+            self.store()
+                .write_outcomes(self.graph(), id, code, outcomes, pass, fence, read_at)?;
+        let tracks = self.reads_upstream(id) || self.graph().readers_of(id).next().is_some();
+        for (o, w) in outcomes.iter().zip(&written) {
+            if tracks && *w != Written::Rejected {
+                if *w == Written::Changed {
+                    self.unsettle_dependents(session, (id, o.key.clone()))?;
+                }
+                session.settle((id, o.key.clone()));
+            }
+        }
         for (o, w) in outcomes.iter().zip(written) {
             match (w, &o.kind) {
                 (Written::Rejected, _) => report.skipped += 1,
@@ -283,8 +348,7 @@ impl Db {
             }
             // Something was written since the plan (perhaps this very row,
             // by the worker that held it): plan again.
-            let states = self.load_with_inputs(id, &key)?;
-            match self.plan(id, &key, states, None, mode) {
+            match self.plan_row(id, &key, mode)? {
                 Plan::Work(work) => kept.push((key, work)),
                 Plan::Fresh => unneeded.push(key),
                 Plan::Wait | Plan::Settling => {

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod code;
+pub mod ctx;
 pub mod engine;
 pub mod error;
 pub mod graph;
@@ -20,6 +21,7 @@ pub mod storage;
 pub mod value;
 pub mod watch;
 
+pub use ctx::{Ctx, ReadError};
 pub use engine::Db;
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphProblem};

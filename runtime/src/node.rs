@@ -1,12 +1,14 @@
 //! Registration of tables and functions (nodes) through `inventory`.
 
+use crate::ctx::Ctx;
 use crate::row::TableInfo;
 use crate::value::Value;
 
 /// The type-erased body of a node: decodes its input rows (one per input, in
-/// parameter order), calls the user's function, and encodes the result. An
-/// `Err` carries the function's error message (or a decoding error).
-pub type ComputeFn = fn(Vec<Vec<Value>>) -> Result<Vec<Value>, String>;
+/// parameter order), calls the user's function (with the context its
+/// cross-row reads go through), and encodes the result. An `Err` carries
+/// the function's error message (or a decoding error).
+pub type ComputeFn = fn(&Ctx<'_>, Vec<Vec<Value>>) -> Result<Vec<Value>, String>;
 
 /// A function annotated with `#[derive_table]`: one node of the graph.
 #[derive(Debug, Clone, Copy)]

@@ -9,6 +9,7 @@
 //! release. Set `REDERIVE_DEBUG_EXPAND=1` while compiling to print what the
 //! proc macros pass to these templates.
 
+pub use crate::ctx::Ctx;
 pub use crate::node::{ComputeFn, NodeDef, TableDef};
 pub use crate::row::{
     ColumnDef, Derived, DerivedKind, GraphNode, Input, InputKind, IntoOutcome, Row, Storable,
@@ -226,6 +227,8 @@ macro_rules! __rederive_table {
         inputs: [$($input:ty),+ $(,)?],
         vars: [$($var:ident),+ $(,)?],
         count: $count:literal,
+        ctx: $ctx:ident,
+        args: [$($arg:expr),+ $(,)?],
         returns: $ret:ty,
         output: $output:ty,
         code_hash: $hash:literal,
@@ -249,7 +252,9 @@ macro_rules! __rederive_table {
             $crate::__private::check_roots($name, [$(__rederive_node_of::<$input>()),+]);
         };
 
+        #[allow(unused_variables)]
         fn __rederive_compute(
+            $ctx: &$crate::__private::Ctx<'_>,
             inputs: ::std::vec::Vec<::std::vec::Vec<$crate::__private::Value>>,
         ) -> ::core::result::Result<::std::vec::Vec<$crate::__private::Value>, ::std::string::String> {
             use $crate::__private as __rd;
@@ -270,7 +275,7 @@ macro_rules! __rederive_table {
                     )
                 })?;
             )+
-            let out = <$ret as __rd::IntoOutcome<$output>>::into_outcome($function($(&$var),+))?;
+            let out = <$ret as __rd::IntoOutcome<$output>>::into_outcome($function($($arg),+))?;
             <$output as __rd::Row>::encode(&out)
         }
 

@@ -20,13 +20,22 @@ pub enum Staleness {
         /// The input row's key.
         key: Key,
     },
+    /// A row the function read through its `ctx` changed since the row was
+    /// computed (or appeared, having been read as absent, or was deleted).
+    ReadChanged {
+        /// The table read.
+        table: String,
+        /// The key read.
+        key: Key,
+    },
     /// The function's code version changed (its tokens, `version`, or `files`).
     CodeChanged {
         /// The function.
         node: String,
     },
-    /// A derived input row is itself stale, so this row will be recomputed
-    /// after it (unless early cutoff stops the change).
+    /// A derived row it is computed from or read is itself stale, so this
+    /// row will be recomputed after it (unless early cutoff stops the
+    /// change).
     UpstreamStale {
         /// The stale input table.
         table: String,
@@ -67,9 +76,12 @@ impl fmt::Display for Staleness {
             Staleness::InputChanged { table, key } => {
                 write!(f, "stale: input `{table}` {key} changed")
             }
+            Staleness::ReadChanged { table, key } => {
+                write!(f, "stale: `{table}` {key}, which it read, changed")
+            }
             Staleness::CodeChanged { node } => write!(f, "stale: the code of `{node}` changed"),
             Staleness::UpstreamStale { table, key } => {
-                write!(f, "stale: its input `{table}` {key} is stale")
+                write!(f, "stale: `{table}` {key}, which it depends on, is stale")
             }
             Staleness::Failed { message } => write!(f, "failed: {message}"),
             Staleness::Blocked { table, key } => write!(f, "blocked: `{table}` {key} failed"),

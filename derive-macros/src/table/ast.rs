@@ -14,6 +14,9 @@ pub struct Function {
 pub enum Param {
     /// `x: &Row`: the row type.
     Row(Type),
+    /// `ctx: &Ctx`: the context cross-row reads go through (any path
+    /// whose last segment is `Ctx`).
+    Ctx(Type),
     /// `&self`, `self`, ..
     Receiver(syn::Receiver),
     /// `x: &mut Row`.
@@ -51,15 +54,25 @@ impl Function {
         Function { item, params, ret }
     }
 
-    /// The row types of the parameters, when every parameter is a `&Row`.
+    /// The row types of the parameters, when every parameter is a `&Row`
+    /// (or the `&Ctx`, which is skipped).
     pub fn input_rows(&self) -> Option<Vec<&Type>> {
         self.params
             .iter()
+            .filter(|p| !matches!(p, Param::Ctx(_)))
             .map(|p| match p {
                 Param::Row(ty) => Some(ty),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The `ctx: &Ctx` parameters (one, in a valid function).
+    pub fn ctx_params(&self) -> impl Iterator<Item = (usize, &Type)> {
+        self.params.iter().enumerate().filter_map(|(i, p)| match p {
+            Param::Ctx(ty) => Some((i, ty)),
+            _ => None,
+        })
     }
 
     /// The produced row type, when it can be read.
@@ -80,10 +93,22 @@ impl Param {
                     Param::ImplTrait((*r.elem).clone())
                 }
                 Type::Reference(r) if r.mutability.is_some() => Param::Mutable(r.clone()),
+                Type::Reference(r) if is_ctx(&r.elem) => Param::Ctx((*r.elem).clone()),
                 Type::Reference(r) => Param::Row((*r.elem).clone()),
                 other => Param::ByValue(other.clone()),
             },
         }
+    }
+}
+
+/// Whether a type names the context (`Ctx`, `rederive::Ctx`, `Ctx<'_>`).
+fn is_ctx(ty: &Type) -> bool {
+    match ty {
+        Type::Path(tp) if tp.qself.is_none() => {
+            tp.path.segments.last().is_some_and(|s| s.ident == "Ctx")
+        }
+        Type::Paren(p) => is_ctx(&p.elem),
+        _ => false,
     }
 }
 

@@ -25,6 +25,21 @@ pub fn expand(f: &Function, options: &Options) -> TokenStream {
         .map(|i| format_ident!("__in{}", i))
         .collect();
     let count = inputs.len();
+    // The call's arguments, in parameter order: each input row, and the
+    // context where the function takes it.
+    let ctx = format_ident!("__rederive_ctx");
+    let mut rows = vars.iter();
+    let args: Vec<TokenStream> = f
+        .params
+        .iter()
+        .map(|p| match p {
+            super::ast::Param::Ctx(_) => quote!(#ctx),
+            _ => {
+                let var = rows.next().expect("one variable per input row");
+                quote!(&#var)
+            }
+        })
+        .collect();
     let hash = function_hash(item);
     let Options {
         version,
@@ -49,6 +64,8 @@ pub fn expand(f: &Function, options: &Options) -> TokenStream {
             inputs: [#(#inputs),*],
             vars: [#(#vars),*],
             count: #count,
+            ctx: #ctx,
+            args: [#(#args),*],
             returns: #ret,
             output: #output,
             code_hash: #hash,

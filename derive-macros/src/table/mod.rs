@@ -30,6 +30,7 @@ pub fn derive(args: TokenStream, item: TokenStream) -> TokenStream {
     let function = ast::Function::from_item(item);
     let mut signature = Ctxt::default();
     valid::check(&mut signature, &function);
+    check_ctx_and_reads(&mut cx, &function, &options);
     if signature.has_errors() {
         cx.push_all(signature);
         let errors = cx.into_compile_errors();
@@ -41,6 +42,27 @@ pub fn derive(args: TokenStream, item: TokenStream) -> TokenStream {
     let errors = cx.into_compile_errors();
     let expanded = expand::expand(&function, &options);
     quote! { #errors #expanded }
+}
+
+/// A `ctx` needs declared reads to read anything, and declared reads need
+/// a `ctx` to be read through.
+fn check_ctx_and_reads(cx: &mut Ctxt, f: &ast::Function, options: &options::Options) {
+    let name = &f.item.sig.ident;
+    match (f.ctx_params().next(), options.reads.is_empty()) {
+        (Some((_, ty)), true) => cx.error_spanned_by(
+            ty,
+            format!(
+                "`{name}` takes a `ctx` but declares no reads: list the tables it reads with `#[derive_table(reads = [Table, ..])]`"
+            ),
+        ),
+        (None, false) => cx.error_spanned_by(
+            name,
+            format!(
+                "`{name}` declares reads but takes no `ctx`: add a parameter `ctx: &Ctx` and read rows with `ctx.get::<Table>(key)`"
+            ),
+        ),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

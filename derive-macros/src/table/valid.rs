@@ -18,12 +18,23 @@ pub fn check(cx: &mut Ctxt, f: &Function) {
     for param in &f.params {
         check_param(cx, param);
     }
-    if f.params.is_empty() {
+    for (_, ty) in f.ctx_params().skip(1) {
+        cx.error_spanned_by(
+            ty,
+            "a `#[derive_table]` function takes one `ctx: &Ctx` at most: every read goes through it",
+        );
+    }
+    if f.input_rows().is_some_and(|rows| rows.is_empty()) {
         let name = &f.item.sig.ident;
+        let what = if f.params.is_empty() {
+            "has no parameters"
+        } else {
+            "takes only a `ctx`"
+        };
         cx.error_spanned_by(
             name,
             format!(
-                "`{name}` has no parameters: a `#[derive_table]` function reads at least one row, e.g. `fn {name}(src: &Source) -> Out`"
+                "`{name}` {what}: a `#[derive_table]` function reads at least one row, e.g. `fn {name}(src: &Source) -> Out`"
             ),
         );
     }
@@ -66,7 +77,7 @@ fn check_generics(cx: &mut Ctxt, sig: &Signature) {
 
 fn check_param(cx: &mut Ctxt, param: &Param) {
     match param {
-        Param::Row(_) => {}
+        Param::Row(_) | Param::Ctx(_) => {}
         Param::Receiver(r) => cx.error_spanned_by(
             r,
             "a `#[derive_table]` function cannot take `self`: write a free function whose parameters are `&Row`",

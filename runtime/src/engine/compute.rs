@@ -1,8 +1,12 @@
 //! Running user functions: a batch's work, in parallel when it pays off,
 //! with panics caught and stored as errors.
 
+use super::deps::{RowReader, Session, Stop};
+use super::Db;
+use crate::ctx::Ctx;
+use crate::graph::TableId;
 use crate::node::NodeDef;
-use crate::storage::{Outcome, OutcomeKind, Revision};
+use crate::storage::{Outcome, OutcomeKind, Read, Revision};
 use crate::value::{Key, Value};
 use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -24,6 +28,33 @@ pub(crate) enum WorkKind {
     Compute(Vec<Vec<Value>>),
     /// Store as blocked by this failed row.
     Block { table: String, key: Key },
+    /// Store as failed with this message and these reads, without calling
+    /// the function (a row on a cycle of reads).
+    Fail { message: String, reads: Vec<Read> },
+}
+
+/// Where a batch's rows are computed: the database (for their reads), the
+/// operation's session, the table, its function, and the rows whose
+/// computation waits on this batch's (for cycles of reads).
+#[derive(Clone, Copy)]
+pub(crate) struct Env<'a> {
+    pub db: &'a Db,
+    pub session: &'a Session,
+    pub table: TableId,
+    pub node: &'a NodeDef,
+    pub stack: &'a [(TableId, Key)],
+}
+
+/// A row whose computation stopped before it gave a result to store: it
+/// read a row that must be computed first, or closed a cycle of reads, or
+/// could not read the database.
+pub(crate) struct Stopped {
+    /// The row's key.
+    pub key: Key,
+    /// Why it stopped.
+    pub stop: Stop,
+    /// What it had read until then.
+    pub reads: Vec<Read>,
 }
 
 /// How long computed results may wait in memory before they are written
@@ -37,12 +68,12 @@ const PARALLEL_ABOVE: Duration = Duration::from_micros(20);
 /// Computes a batch's work a chunk at a time: the first row alone, timed;
 /// then, for slow functions, chunks that keep every core busy for about a
 /// tenth of [`COMMIT_EVERY`]; for fast ones, the rest at once. Calls
-/// `each(outcomes of the chunk, more to come)` after every chunk; an error
-/// from it stops the computation.
+/// `each(outcomes of the chunk, rows stopped in it, more to come)` after
+/// every chunk; an error from it stops the computation.
 pub(crate) fn compute_in_chunks(
-    node: &NodeDef,
+    env: Env<'_>,
     batch: Vec<(Key, Work)>,
-    mut each: impl FnMut(Vec<Outcome>, &[(Key, Work)]) -> crate::error::Result<()>,
+    mut each: impl FnMut(Vec<Outcome>, Vec<Stopped>, &[(Key, Work)]) -> crate::error::Result<()>,
 ) -> crate::error::Result<()> {
     let threads = rayon::current_num_threads().max(1);
     let mut rest = batch;
@@ -51,19 +82,27 @@ pub(crate) fn compute_in_chunks(
     while !rest.is_empty() {
         let tail = rest.split_off(chunk.min(rest.len()));
         let started = Instant::now();
-        let outcomes: Vec<Outcome> = if parallel {
-            rest.into_par_iter().map(|(k, w)| run(node, k, w)).collect()
+        let ran: Vec<Result<Outcome, Box<Stopped>>> = if parallel {
+            rest.into_par_iter().map(|(k, w)| run(env, k, w)).collect()
         } else {
-            rest.into_iter().map(|(k, w)| run(node, k, w)).collect()
+            rest.into_iter().map(|(k, w)| run(env, k, w)).collect()
         };
-        let per_row = started.elapsed() / outcomes.len().max(1) as u32;
+        let per_row = started.elapsed() / ran.len().max(1) as u32;
         let per_row = if parallel {
             per_row * threads as u32
         } else {
             per_row
         };
         rest = tail;
-        each(outcomes, &rest)?;
+        let mut outcomes = Vec::with_capacity(ran.len());
+        let mut stopped = Vec::new();
+        for r in ran {
+            match r {
+                Ok(o) => outcomes.push(o),
+                Err(s) => stopped.push(*s),
+            }
+        }
+        each(outcomes, stopped, &rest)?;
         parallel = per_row > PARALLEL_ABOVE;
         chunk = if parallel {
             let budget = COMMIT_EVERY / 10;
@@ -76,27 +115,38 @@ pub(crate) fn compute_in_chunks(
     Ok(())
 }
 
-/// Does one row's work: calls the function (catching panics) or records the block.
-fn run(node: &NodeDef, key: Key, work: Work) -> Outcome {
-    let kind = match work.kind {
+/// Does one row's work: calls the function (catching panics) with a
+/// context that records its reads, or records the block or failure.
+fn run(env: Env<'_>, key: Key, work: Work) -> Result<Outcome, Box<Stopped>> {
+    let (kind, reads) = match work.kind {
         WorkKind::Compute(inputs) => {
-            match catch_unwind(AssertUnwindSafe(|| (node.compute)(inputs))) {
-                Ok(Ok(values)) => OutcomeKind::Ok(values),
-                Ok(Err(message)) => OutcomeKind::Error(message),
-                Err(payload) => {
+            let reader = RowReader::new(env, &key);
+            let ctx = Ctx::new(&reader);
+            let result = catch_unwind(AssertUnwindSafe(|| (env.node.compute)(&ctx, inputs)));
+            let (reads, stop, undeclared) = reader.finish();
+            if let Some(stop) = stop {
+                return Err(Box::new(Stopped { key, stop, reads }));
+            }
+            let kind = match (undeclared, result) {
+                (Some(message), _) => OutcomeKind::Error(message),
+                (None, Ok(Ok(values))) => OutcomeKind::Ok(values),
+                (None, Ok(Err(message))) => OutcomeKind::Error(message),
+                (None, Err(payload)) => {
                     OutcomeKind::Error(format!("panicked: {}", panic_message(&payload)))
                 }
-            }
+            };
+            (kind, reads)
         }
-        WorkKind::Block { table, key } => OutcomeKind::Blocked { table, key },
+        WorkKind::Block { table, key } => (OutcomeKind::Blocked { table, key }, Vec::new()),
+        WorkKind::Fail { message, reads } => (OutcomeKind::Error(message), reads),
     };
-    Outcome {
+    Ok(Outcome {
         key,
         new: work.new,
         ins: work.ins,
-        reads: Vec::new(),
+        reads,
         kind,
-    }
+    })
 }
 
 fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {

@@ -1,6 +1,7 @@
 //! Telling the user where things stand: `explain`, `stale_from`, `status`
 //! and `errors`, all through the one judge ([`crate::judge`]).
 
+use super::deps::{Local, RowId, Session};
 use super::{Db, BATCH};
 use crate::error::Result;
 use crate::graph::TableId;
@@ -8,8 +9,9 @@ use crate::judge::{judge, Cause, InputView, Settle, Verdict};
 use crate::report::{FailedRow, TableStatus};
 use crate::row::{Input, Row};
 use crate::staleness::{StaleRow, Staleness};
-use crate::storage::{ChangeCursor, Revision, RowState, RowStatus, Status, Values};
+use crate::storage::{ChangeCursor, RecordedRead, Revision, RowState, RowStatus, Status, Values};
 use crate::value::Key;
+use std::collections::{HashSet, VecDeque};
 
 impl Db {
     /// The judge's verdict on every derived table of `tables` (in
@@ -66,13 +68,15 @@ impl Db {
         })
     }
 
-    /// What `explain` says about a row, given the judge's verdict.
+    /// What `explain` says about a row, given the judge's verdict (and the
+    /// recorded reads it judged).
     pub(crate) fn staleness(
         &self,
         id: TableId,
         key: &Key,
         verdict: Verdict,
         row: Option<&RowState>,
+        reads: &[RecordedRead],
     ) -> Staleness {
         let input = |n: usize| self.name(self.graph.table(id).inputs[n]).to_owned();
         match (verdict.cause(), row.map(|r| &r.status)) {
@@ -84,6 +88,13 @@ impl Db {
             (Some(Cause::InputChanged(n)), _) => Staleness::InputChanged {
                 table: input(n),
                 key: key.clone(),
+            },
+            (Some(Cause::ReadChanged(n)), _) => match reads.get(n) {
+                Some(r) => Staleness::ReadChanged {
+                    table: self.name(r.read.table).to_owned(),
+                    key: r.read.key.clone(),
+                },
+                None => Staleness::Missing,
             },
             (Some(Cause::CodeChanged), _) => Staleness::CodeChanged {
                 node: self
@@ -113,6 +124,11 @@ impl Db {
 
     /// Like [`Db::explain`], by table id.
     pub fn explain_id(&self, id: TableId, key: &Key) -> Result<Staleness> {
+        if self.reads_upstream(id) {
+            return self
+                .explain_deep(&Session::new(), id, key)?
+                .ok_or_else(|| self.not_found(id, key));
+        }
         let t = self.graph.table(id);
         let tables = self.ancestry(id);
         let states = self.store().load(&self.graph, tables, key, Values::None)?;
@@ -123,7 +139,103 @@ impl Db {
         let Some(Some(verdict)) = self.verdicts(tables, &states, None).pop() else {
             return Ok(Staleness::Fresh); // an input row
         };
-        Ok(self.staleness(id, key, verdict, states.last().and_then(Option::as_ref)))
+        Ok(self.staleness(
+            id,
+            key,
+            verdict,
+            states.last().and_then(Option::as_ref),
+            &[],
+        ))
+    }
+
+    /// `explain` for a row that depends on recorded reads: the judge's
+    /// cause if it does not settle the row, else the first row it depends
+    /// on (through inputs or reads) that is not settled. `None` when its
+    /// root row does not exist.
+    fn explain_deep(&self, session: &Session, id: TableId, key: &Key) -> Result<Option<Staleness>> {
+        let row = (id, key.clone());
+        Ok(Some(match self.local(&row)? {
+            Local::Absent => return Ok(None),
+            Local::Unsettled {
+                verdict,
+                reads,
+                first,
+            } => match first {
+                Some((t, k)) => Staleness::UpstreamStale {
+                    table: self.name(t).to_owned(),
+                    key: k,
+                },
+                None => self.staleness(id, key, verdict, None, &reads),
+            },
+            Local::Settled { verdict, .. } => match self.unsettled_path(session, &row)? {
+                Some(path) if path.len() > 1 => Staleness::UpstreamStale {
+                    table: self.name(path[1].0).to_owned(),
+                    key: path[1].1.clone(),
+                },
+                _ => {
+                    let state = self.load_one(id, key)?;
+                    self.staleness(id, key, verdict, state.as_ref(), &[])
+                }
+            },
+        }))
+    }
+
+    /// The derived rows that may change when an input row changed: the
+    /// stale rows of its key and, transitively, the rows that read a stale
+    /// row or the input row itself, each with its cause.
+    fn stale_rows_deep(
+        &self,
+        root: TableId,
+        key: &Key,
+        session: &Session,
+    ) -> Result<Vec<StaleRow>> {
+        let mut out = Vec::new();
+        let mut seen: HashSet<RowId> = HashSet::new();
+        let mut todo: VecDeque<RowId> = self
+            .graph
+            .derived_from_root(root)
+            .map(|t| (t, key.clone()))
+            .collect();
+        // Readers of the input row itself.
+        let mut from = vec![(root, key.clone())];
+        loop {
+            for (t, k) in from.drain(..) {
+                if self.graph.readers_of(t).next().is_some() {
+                    todo.extend(self.store().readers_of(&self.graph, t, &k)?);
+                }
+            }
+            let Some(row) = todo.pop_front() else { break };
+            if !seen.insert(row.clone()) {
+                continue;
+            }
+            let (t, k) = &row;
+            let Some(cause) = self.explain_deep(session, *t, k)? else {
+                continue;
+            };
+            if !cause.is_settled() {
+                out.push(StaleRow {
+                    table: self.name(*t).to_owned(),
+                    key: k.clone(),
+                    cause,
+                });
+                from.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rows of [`Db::stale_from`], by id.
+    pub(crate) fn stale_rows_from(
+        &self,
+        root: TableId,
+        key: &Key,
+        session: &Session,
+    ) -> Result<Vec<RowId>> {
+        Ok(self
+            .stale_rows_deep(root, key, session)?
+            .into_iter()
+            .filter_map(|r| Some((self.graph.table_id(&r.table).ok()?, r.key)))
+            .collect())
     }
 
     /// The derived rows that one input row makes stale (or that are missing),
@@ -136,6 +248,12 @@ impl Db {
 
     /// Like [`Db::stale_from`], by table id.
     pub fn stale_from_id(&self, root: TableId, key: &Key) -> Result<Vec<StaleRow>> {
+        if self.graph.has_reads() {
+            if self.load_one(root, key)?.is_none() {
+                return Err(self.not_found(root, key));
+            }
+            return self.stale_rows_deep(root, key, &Session::new());
+        }
         let tables = self.root_family(root);
         let states = self.store().load(&self.graph, &tables, key, Values::None)?;
         if states[0].is_none() {
@@ -149,7 +267,7 @@ impl Db {
                 out.push(StaleRow {
                     table: self.name(id).to_owned(),
                     key: key.clone(),
-                    cause: self.staleness(id, key, v, states[i].as_ref()),
+                    cause: self.staleness(id, key, v, states[i].as_ref(), &[]),
                 });
             }
         }
@@ -193,6 +311,7 @@ impl Db {
                 .unwrap_or_default()
         };
         let now = self.now_ms();
+        let session = Session::new();
         for &root in self.graph.topological() {
             if !self.graph.table(root).info.input {
                 continue;
@@ -217,7 +336,12 @@ impl Db {
                 for row in &page {
                     let verdicts = self.verdicts(&tables, &row.states, Some(now));
                     for (i, &slot) in slots.iter().enumerate() {
-                        if let Some(v) = verdicts[i] {
+                        let v = if self.reads_upstream(tables[i]) {
+                            self.deep_verdict(&session, tables[i], &row.key)?
+                        } else {
+                            verdicts[i]
+                        };
+                        if let Some(v) = v {
                             count(&mut out[slot], v, row.states[i].is_some());
                         }
                     }
@@ -304,6 +428,23 @@ impl Db {
             )?;
         }
         Ok(out)
+    }
+}
+
+impl Db {
+    /// The verdict on a row that depends on recorded reads, as `explain`
+    /// gives it (a row that depends on a stale row is stale); `None` for
+    /// an input table.
+    fn deep_verdict(&self, session: &Session, id: TableId, key: &Key) -> Result<Option<Verdict>> {
+        let row = (id, key.clone());
+        Ok(match self.local(&row)? {
+            Local::Absent => Some(Verdict::Stale(Cause::Missing)),
+            Local::Unsettled { verdict, .. } => Some(verdict),
+            Local::Settled { verdict, .. } => match self.unsettled_path(session, &row)? {
+                Some(_) => Some(Verdict::Stale(Cause::UpstreamStale(0))),
+                None => Some(verdict),
+            },
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 //! Its cost follows the number of changed rows, not the size of the tables.
 
 pub(crate) mod compute;
+pub(crate) mod deps;
 mod explain;
 mod open;
 mod read;
@@ -51,6 +52,12 @@ pub struct Db {
     /// For each table, the tables it is computed from (transitively) in
     /// topological order, ending with itself.
     ancestry: Vec<Vec<TableId>>,
+    /// For each table, every table its rows depend on through inputs and
+    /// reads, ending with itself ([`Graph::dependencies`]).
+    dependencies: Vec<Vec<TableId>>,
+    /// For each table, whether a table it depends on (or itself) records
+    /// reads: then its rows are settled row by row ([`deps`]).
+    reads_upstream: Vec<bool>,
     /// Leases: this process's worker id, and whether leases are used at all
     /// (not for a private in-memory database, which no one else can see).
     pub(crate) worker: String,
@@ -170,6 +177,14 @@ impl Db {
 
     pub(crate) fn ancestry(&self, id: TableId) -> &[TableId] {
         &self.ancestry[id.index()]
+    }
+
+    pub(crate) fn dependencies(&self, id: TableId) -> &[TableId] {
+        &self.dependencies[id.index()]
+    }
+
+    pub(crate) fn reads_upstream(&self, id: TableId) -> bool {
+        self.reads_upstream[id.index()]
     }
 
     pub(crate) fn id_of<T: Row>(&self) -> Result<TableId> {

@@ -101,6 +101,11 @@ impl Db {
             store.apply_schema(&graph, &codes)?;
         }
         let ancestry = graph.ids().map(|id| graph.ancestry(id)).collect();
+        let dependencies: Vec<Vec<_>> = graph.ids().map(|id| graph.dependencies(id)).collect();
+        let reads_upstream = dependencies
+            .iter()
+            .map(|d| d.iter().any(|&t| !graph.table(t).reads.is_empty()))
+            .collect();
         let worker = new_worker_id(store.clock().now_ms());
         let ttl = Arc::new(AtomicI64::new(DEFAULT_LEASE_TTL.as_millis() as i64));
         // A database that other connections can see is shared with other
@@ -117,6 +122,8 @@ impl Db {
             graph,
             codes,
             ancestry,
+            dependencies,
+            reads_upstream,
             leasing: AtomicBool::new(shared),
             shared,
             lease_ttl_ms: ttl,

@@ -1,6 +1,7 @@
 //! Reading rows: `get`, which computes a missing or stale derived row (and
 //! whatever it needs) before answering.
 
+use super::deps::Session;
 use super::Db;
 use crate::error::{Error, Result};
 use crate::graph::TableId;
@@ -37,15 +38,16 @@ impl Db {
         // through the arms.)
         let quick = self
             .store()
-            .load_if_settled(&self.graph, self.ancestry(id), key)?;
+            .load_if_settled(&self.graph, self.dependencies(id), key)?;
         let state = match quick {
             Some(state) => state,
+            None if self.reads_upstream(id) => None,
             None => self.settled_state(id, key)?,
         };
         let state = match state {
             Some(state) => state,
             None => {
-                self.ensure(id, key, &mut Report::default())?;
+                self.ensure(&Session::new(), id, key, &mut Report::default())?;
                 self.load_one(id, key)?
                     .ok_or_else(|| self.not_found(id, key))?
             }

@@ -3,14 +3,17 @@
 //! to date on demand.
 
 use super::compute::{Work, WorkKind};
+use super::deps::{RowId, Session, Stop};
 use super::{Db, BATCH};
 use crate::error::{Error, Result};
 use crate::graph::TableId;
-use crate::judge::{input_revisions, judge, InputView, Settle, Verdict};
+use crate::judge::{input_revisions, judge_with_reads, InputView, Settle, Verdict};
 use crate::lease::Mode;
 use crate::report::{Report, TableReport};
 use crate::row::Input;
-use crate::storage::{Backend, ChangeCursor, Revision, RowState, RowStatus, Status, Values};
+use crate::storage::{
+    Backend, ChangeCursor, RecordedRead, Revision, RowState, RowStatus, Status, Values,
+};
 use crate::value::Key;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -53,6 +56,7 @@ impl Db {
         id: TableId,
         key: &Key,
         mut states: Vec<Option<RowState>>,
+        reads: &[RecordedRead],
         settle: Option<Settle>,
         mode: Mode,
     ) -> Plan {
@@ -72,7 +76,8 @@ impl Db {
             let Some(ins) = input_revisions(&inputs) else {
                 return Plan::Wait;
             };
-            let verdict = judge(states[0].as_ref(), &inputs, self.code(id), settle);
+            let verdict =
+                judge_with_reads(states[0].as_ref(), &inputs, reads, self.code(id), settle);
             if verdict.is_settled() && mode != Mode::Retry {
                 return Plan::Fresh;
             }
@@ -120,12 +125,32 @@ impl Db {
         mut progress: impl FnMut(&str, &TableReport),
     ) -> Result<Report> {
         let mut report = Report::default();
-        for id in self.graph.derived_in_order().collect::<Vec<_>>() {
-            let name = self.name(id);
-            let r = self.refresh_table(id, &mut |r| progress(name, r))?;
-            report.record(name, r);
+        let session = Session::new();
+        loop {
+            // Whether a row was changed that a table refreshed before it in
+            // this round read: then another round.
+            let mut again = false;
+            let mut passed: Vec<TableId> = Vec::new();
+            let changed = |r: &TableReport| r.computed + r.failed + r.blocked > 0;
+            for id in self.graph.derived_in_order().collect::<Vec<_>>() {
+                let name = self.name(id);
+                let mut elsewhere = Report::default();
+                let r =
+                    self.refresh_table(&session, id, &mut elsewhere, &mut |r| progress(name, r))?;
+                let read_by_passed =
+                    |t: TableId| self.graph.readers_of(t).any(|x| passed.contains(&x));
+                again |= changed(&r) && read_by_passed(id);
+                for (t, other) in elsewhere.tables {
+                    again |= changed(&other) && read_by_passed(self.graph.table_id(&t)?);
+                    report.record(&t, other);
+                }
+                report.record(name, r);
+                passed.push(id);
+            }
+            if !again {
+                return Ok(report);
+            }
         }
-        Ok(report)
     }
 
     /// Recomputes the rows whose function failed, even though their inputs
@@ -143,13 +168,25 @@ impl Db {
                     let mut batch = Vec::new();
                     for key in keys {
                         let states = self.load_with_inputs(id, &key)?;
-                        if let Plan::Work(work) = self.plan(id, &key, states, None, Mode::Retry) {
+                        if let Plan::Work(work) =
+                            self.plan(id, &key, states, &[], None, Mode::Retry)
+                        {
                             batch.push((key, work));
                         }
                     }
                     if !batch.is_empty() {
-                        let r = self.execute(id, batch, Mode::Retry)?;
+                        let mut elsewhere = Report::default();
+                        let r = self.run_and_resolve(
+                            &Session::new(),
+                            id,
+                            batch,
+                            Mode::Retry,
+                            &mut elsewhere,
+                        )?;
                         report.record(info.name, r);
+                        for (t, r) in elsewhere.tables {
+                            report.record(&t, r);
+                        }
                     }
                     Ok(())
                 },
@@ -178,27 +215,52 @@ impl Db {
             return Err(self.not_found(root, key));
         }
         let mut report = Report::default();
+        let session = Session::new();
+        // The rows that may change: stale ones, and the rows that read them
+        // (transitively), listed before any is computed.
+        let readers: Vec<RowId> = if self.graph.has_reads() {
+            self.stale_rows_from(root, key, &session)?
+                .into_iter()
+                .filter(|(t, k)| self.graph.table(*t).root != root || k != key)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for id in self.graph.derived_from_root(root).collect::<Vec<_>>() {
-            self.ensure(id, key, &mut report)?;
+            self.ensure(&session, id, key, &mut report)?;
+        }
+        for row in readers {
+            self.resolve(&session, vec![row], &mut report)?;
         }
         Ok(report)
     }
 
     /// Brings one derived row up to date, its derived inputs first.
-    pub(crate) fn ensure(&self, id: TableId, key: &Key, report: &mut Report) -> Result<()> {
+    pub(crate) fn ensure(
+        &self,
+        session: &Session,
+        id: TableId,
+        key: &Key,
+        report: &mut Report,
+    ) -> Result<()> {
+        if self.reads_upstream(id) {
+            return self.resolve(session, vec![(id, key.clone())], report);
+        }
         let t = self.graph.table(id);
         for &input in &t.inputs {
             if !self.graph.table(input).info.input {
-                self.ensure(input, key, report)?;
+                self.ensure(session, input, key, report)?;
             }
         }
         loop {
             let states = self.load_with_inputs(id, key)?;
-            match self.plan(id, key, states, None, Mode::OnDemand) {
+            match self.plan(id, key, states, &[], None, Mode::OnDemand) {
                 Plan::Fresh => return Ok(()),
                 Plan::Wait | Plan::Settling => return Err(self.not_found(id, key)),
                 Plan::Work(work) => {
-                    let r = self.execute(id, vec![(key.clone(), work)], Mode::OnDemand)?;
+                    let r = self
+                        .execute(session, id, vec![(key.clone(), work)], Mode::OnDemand, &[])?
+                        .report;
                     let skipped = r.skipped > 0;
                     report.record(t.info.name, TableReport { skipped: 0, ..r });
                     if !skipped {
@@ -214,9 +276,16 @@ impl Db {
 
     /// Refreshes one derived table: every row whose inputs changed since the
     /// table's watermark, or all rows after a code change.
+    ///
+    /// A table that records reads also recomputes the rows that read a row
+    /// changed (or created, or deleted) since its watermark, and, when it
+    /// reads itself, goes on until no row it read changes any more. Rows
+    /// computed for others' reads are counted in `elsewhere`.
     fn refresh_table(
         &self,
+        session: &Session,
         id: TableId,
+        elsewhere: &mut Report,
         progress: &mut dyn FnMut(&TableReport),
     ) -> Result<TableReport> {
         let t = self.graph.table(id);
@@ -246,10 +315,18 @@ impl Db {
         // After a build, only the input rows written while it ran are left
         // to walk.
         let mut walk_from = watermark;
+        let mut pass = Pass {
+            session,
+            id,
+            report: &mut report,
+            elsewhere,
+            progress,
+        };
         if building {
-            complete &= self.build_table(id, &mut report, progress)?;
+            complete &= self.build_table(&mut pass)?;
             walk_from = start;
         }
+        let reads = !t.reads.is_empty();
         for driver in drivers {
             let mut cursor = ChangeCursor::after(walk_from);
             loop {
@@ -273,21 +350,104 @@ impl Db {
                     let settle = root_pos
                         .and_then(|p| row.states[p].as_ref())
                         .and_then(|root| self.settle_window(id, root, now));
-                    match self.plan(id, &row.key, row.states, settle, mode) {
+                    let recorded = if reads {
+                        self.reads_for_plan(id, &row.key, &row.states)?
+                    } else {
+                        Vec::new()
+                    };
+                    match self.plan(id, &row.key, row.states, &recorded, settle, mode) {
                         Plan::Fresh => {}
                         Plan::Wait => complete = false,
                         Plan::Settling => {
-                            report.settling += 1;
+                            pass.report.settling += 1;
                             complete = false;
                         }
                         Plan::Work(work) => batch.push((row.key, work)),
                     }
                 }
-                complete &= self.run_batch(id, batch, mode, &mut report, progress)?;
+                complete &= self.run_batch(&mut pass, batch, mode)?;
+            }
+        }
+        if reads {
+            // The rows that read a row changed since: the first time, since
+            // the watermark; then, while rows changed, since the last time.
+            let mut since = walk_from;
+            loop {
+                let began = self.store().revision()?;
+                let mut worked = false;
+                self.for_each_page(
+                    |after| {
+                        self.store()
+                            .readers_changed_since(&self.graph, id, since, after, BATCH)
+                    },
+                    |keys| {
+                        self.check_cancel()?;
+                        let mode = Mode::Refresh {
+                            seen: self.store().revision()?,
+                        };
+                        let mut batch = Vec::new();
+                        for key in keys {
+                            match self.plan_row(id, &key, mode)? {
+                                Plan::Fresh => {}
+                                Plan::Wait | Plan::Settling => complete = false,
+                                Plan::Work(work) => batch.push((key, work)),
+                            }
+                        }
+                        worked |= !batch.is_empty();
+                        complete &= self.run_batch(&mut pass, batch, mode)?;
+                        Ok(())
+                    },
+                )?;
+                if !worked {
+                    break;
+                }
+                since = began;
             }
         }
         if complete {
             self.store().mark_processed(t.info.name, start, epoch)?;
+            // Every row of the table is settled, unless it depends on
+            // tables refreshed after it.
+            let deps = self.dependencies(id);
+            if deps[..deps.len() - 1]
+                .iter()
+                .all(|&d| d == id || self.graph.table(d).info.input || session.is_trusted(d))
+            {
+                session.trust(id);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Computes and writes a batch, then resolves the rows whose
+    /// computation stopped on a read (computing what they read first).
+    /// Returns the batch's table's report; rows of other tables computed
+    /// meanwhile are counted in `elsewhere`.
+    pub(crate) fn run_and_resolve(
+        &self,
+        session: &Session,
+        id: TableId,
+        batch: Vec<(Key, Work)>,
+        mode: Mode,
+        elsewhere: &mut Report,
+    ) -> Result<TableReport> {
+        let done = self.execute(session, id, batch, mode, &[])?;
+        let mut report = done.report;
+        let name = self.name(id);
+        for stopped in done.stopped {
+            let mut stack = vec![(id, stopped.key)];
+            if let Stop::NotReady(t, k) = stopped.stop {
+                stack.push((t, k));
+            }
+            let mut resolved = Report::default();
+            self.resolve(session, stack, &mut resolved)?;
+            for (t, r) in resolved.tables {
+                if t == name {
+                    report.add(&r);
+                } else {
+                    elsewhere.record(&t, r);
+                }
+            }
         }
         Ok(report)
     }
@@ -299,19 +459,15 @@ impl Db {
     /// With a second connection to the database, the next page is scanned
     /// and planned on another thread while this one computes and writes
     /// the last, so that both cores are busy even for trivial functions.
-    fn build_table(
-        &self,
-        id: TableId,
-        report: &mut TableReport,
-        progress: &mut dyn FnMut(&TableReport),
-    ) -> Result<bool> {
+    fn build_table(&self, pass: &mut Pass<'_>) -> Result<bool> {
+        let id = pass.id;
         let connector = self.store().connector();
         let mut complete = true;
         let Some(connector) = connector else {
             // One connection: scan a page, then build it, in turn.
             let mut failed = None;
             self.scan_for_build(id, None, &mut |page| {
-                match self.run_page(id, page, report, progress) {
+                match self.run_page(pass, page) {
                     Ok(done) => complete &= done,
                     Err(e) => failed = Some(e),
                 }
@@ -327,7 +483,7 @@ impl Db {
             });
             let mut built = Ok(());
             for page in pages.iter() {
-                match self.run_page(id, page, report, progress) {
+                match self.run_page(pass, page) {
                     Ok(done) => complete &= done,
                     Err(e) => {
                         built = Err(e);
@@ -345,34 +501,21 @@ impl Db {
     }
 
     /// Computes and writes one planned page of a build pass.
-    fn run_page(
-        &self,
-        id: TableId,
-        page: BuildPage,
-        report: &mut TableReport,
-        progress: &mut dyn FnMut(&TableReport),
-    ) -> Result<bool> {
-        let done = self.run_batch(id, page.batch, page.mode, report, progress)?;
+    fn run_page(&self, pass: &mut Pass<'_>, page: BuildPage) -> Result<bool> {
+        let done = self.run_batch(pass, page.batch, page.mode)?;
         Ok(page.complete && done)
     }
 
     /// Computes and writes one page of planned work (of a refresh or a
     /// build pass), adding to the pass's report; returns whether every row
     /// of it was done (none left to another worker or refused).
-    fn run_batch(
-        &self,
-        id: TableId,
-        batch: Vec<(Key, Work)>,
-        mode: Mode,
-        report: &mut TableReport,
-        progress: &mut dyn FnMut(&TableReport),
-    ) -> Result<bool> {
+    fn run_batch(&self, pass: &mut Pass<'_>, batch: Vec<(Key, Work)>, mode: Mode) -> Result<bool> {
         if batch.is_empty() {
             return Ok(true);
         }
-        let r = self.execute(id, batch, mode)?;
-        report.add(&r);
-        progress(report);
+        let r = self.run_and_resolve(pass.session, pass.id, batch, mode, pass.elsewhere)?;
+        pass.report.add(&r);
+        (pass.progress)(pass.report);
         Ok(r.skipped == 0)
     }
 
@@ -425,7 +568,7 @@ impl Db {
             for row in page {
                 let mut states = row.states;
                 states.rotate_right(1);
-                match self.plan(id, &row.key, states, None, mode) {
+                match self.plan(id, &row.key, states, &[], None, mode) {
                     Plan::Fresh => {}
                     Plan::Wait | Plan::Settling => planned.complete = false,
                     Plan::Work(work) => planned.batch.push((row.key, work)),
@@ -441,6 +584,15 @@ impl Db {
             };
         }
     }
+}
+
+/// One refresh pass over a table: where its counts go.
+struct Pass<'a> {
+    session: &'a Session,
+    id: TableId,
+    report: &'a mut TableReport,
+    elsewhere: &'a mut Report,
+    progress: &'a mut dyn FnMut(&TableReport),
 }
 
 /// One planned page of a build pass.

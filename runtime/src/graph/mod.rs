@@ -204,7 +204,24 @@ impl Graph {
         let mut ready: BTreeSet<TableId> =
             self.ids().filter(|i| indegree[i.index()] == 0).collect();
         let mut order = Vec::with_capacity(self.tables.len());
-        while let Some(id) = ready.pop_first() {
+        let mut placed = vec![false; self.tables.len()];
+        // Declared reads order too, where they can: a table whose read
+        // tables are all placed goes first, so that what is read is
+        // computed before its readers (reads may form cycles, so they
+        // cannot be hard edges).
+        while let Some(id) = ready
+            .iter()
+            .copied()
+            .find(|&t| {
+                self.tables[t.index()]
+                    .reads
+                    .iter()
+                    .all(|&r| r == t || placed[r.index()])
+            })
+            .or_else(|| ready.first().copied())
+        {
+            ready.remove(&id);
+            placed[id.index()] = true;
             order.push(id);
             for &reader in &readers[id.index()] {
                 indegree[reader.index()] -= 1;
@@ -325,6 +342,35 @@ impl Graph {
             .collect()
     }
 
+    /// Every table a row of `id` depends on, through inputs and declared
+    /// reads, directly or not, in topological order, followed by `id`
+    /// itself: the tables whose rows must be settled for `id`'s to be.
+    pub fn dependencies(&self, id: TableId) -> Vec<TableId> {
+        let mut needed = vec![false; self.tables.len()];
+        let mut stack = vec![id];
+        while let Some(t) = stack.pop() {
+            if !needed[t.index()] {
+                needed[t.index()] = true;
+                let node = &self.tables[t.index()];
+                stack.extend(node.inputs.iter().chain(&node.reads));
+            }
+        }
+        self.order
+            .iter()
+            .copied()
+            .filter(|&t| t != id && needed[t.index()])
+            .chain(std::iter::once(id))
+            .collect()
+    }
+
+    /// Whether `id` is read by a table that comes at or before it in
+    /// topological order (itself, or through a cycle of reads): then a
+    /// refresh pass can change rows that a table already refreshed read.
+    pub fn read_backwards(&self, id: TableId) -> bool {
+        let pos = |t: TableId| self.order.iter().position(|&x| x == t);
+        self.readers_of(id).any(|r| pos(r) <= pos(id))
+    }
+
     /// The tables that read `id` directly.
     pub fn readers(&self, id: TableId) -> impl Iterator<Item = TableId> + '_ {
         self.order
@@ -395,7 +441,10 @@ mod tests {
         }))
     }
 
-    fn compute(_: Vec<Vec<Value>>) -> std::result::Result<Vec<Value>, String> {
+    fn compute(
+        _: &crate::ctx::Ctx<'_>,
+        _: Vec<Vec<Value>>,
+    ) -> std::result::Result<Vec<Value>, String> {
         Ok(vec![Value::Integer(0)])
     }
 

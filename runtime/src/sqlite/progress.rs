@@ -46,6 +46,28 @@ impl Progress for SqliteStore {
         })
     }
 
+    fn tables_settled(&self, graph: &Graph, tables: &[TableId]) -> Result<bool> {
+        let mut settled = true;
+        for &t in tables {
+            let info = graph.table(t).info;
+            if info.input {
+                continue;
+            }
+            settled &= run(|| {
+                Ok(self
+                    .conn
+                    .prepare_cached(
+                        "SELECT coalesce((SELECT epoch_mark FROM rederive_tables WHERE name = ?1), -1)                          >= (SELECT value FROM rederive_meta WHERE key = 'epoch')",
+                    )?
+                    .query_row([info.name], |r| r.get::<_, bool>(0))?)
+            })?;
+            if !settled {
+                break;
+            }
+        }
+        Ok(settled)
+    }
+
     fn load_if_settled(
         &self,
         graph: &Graph,

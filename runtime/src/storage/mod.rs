@@ -218,6 +218,10 @@ pub trait Progress {
     /// ever lowered.
     fn mark_processed(&self, table: &str, upto: Revision, epoch: Epoch) -> Result<()>;
 
+    /// Whether every derived table among `tables` is marked processed as of
+    /// the current epoch (so that none of their rows is stale).
+    fn tables_settled(&self, graph: &Graph, tables: &[TableId]) -> Result<bool>;
+
     /// The state of one key in the last of `tables`, if every derived table
     /// among `tables` is marked processed as of the current epoch (`None`
     /// otherwise: the caller must then check provenance). One consistent read.

@@ -1,4 +1,4 @@
-use rederive::{derive_table, Row};
+use rederive::{derive_table, Ctx, Row};
 
 #[derive(Row)]
 #[row(input)]
@@ -15,7 +15,7 @@ pub struct Linked {
 pub struct NotARow;
 
 #[derive_table(reads = [NotARow])]
-fn link(d: &Def) -> Linked {
+fn link(d: &Def, _ctx: &Ctx) -> Linked {
     Linked { n: d.name.len() as i64 }
 }
 

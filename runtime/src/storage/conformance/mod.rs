@@ -308,7 +308,10 @@ pub(crate) static TAG_LEN: TableInfo = derived("TagLen", INT_COLUMN);
 /// An input table of another program.
 pub(crate) static OTHER: TableInfo = input("Other", SRC_COLUMNS);
 
-fn computes_nothing(_: Vec<Vec<Value>>) -> std::result::Result<Vec<Value>, String> {
+fn computes_nothing(
+    _: &crate::ctx::Ctx<'_>,
+    _: Vec<Vec<Value>>,
+) -> std::result::Result<Vec<Value>, String> {
     Err("the conformance suite computes nothing".into())
 }
 
