@@ -9,7 +9,7 @@
 //! transaction. A crashed worker's leases expire and its rows are taken
 //! over. The storage side of claims and fences is [`crate::storage::Leases`].
 
-use crate::engine::compute::{compute_in_chunks, Env, Stopped, Work, COMMIT_EVERY};
+use crate::engine::compute::{compute_in_chunks, Env, Stopped, Work, WorkKind, COMMIT_EVERY};
 use crate::engine::deps::{Session, Stop};
 use crate::engine::refresh::Plan;
 use crate::engine::Db;
@@ -342,7 +342,9 @@ impl Db {
                 report.skipped += 1;
                 continue;
             }
-            if holds {
+            // A row stored as failed on a cycle of reads is not planned:
+            // it is what the resolver found.
+            if holds || matches!(work.kind, WorkKind::Fail { .. }) {
                 kept.push((key, work));
                 continue;
             }

@@ -66,6 +66,11 @@ impl Report {
         self.tables.entry(table.to_owned()).or_default().add(&r);
     }
 
+    /// The counts of one table (zero when the run did nothing there).
+    pub fn table(&self, name: &str) -> TableReport {
+        self.tables.get(name).copied().unwrap_or_default()
+    }
+
     /// Total function calls (`computed + unchanged + failed`).
     pub fn calls(&self) -> u64 {
         self.computed + self.unchanged + self.failed

@@ -360,14 +360,23 @@ impl Db {
             .filter(|&&i| !self.graph.table(i).info.input)
             .map(|&i| (i, key.clone()))
             .collect();
-        children.extend(
-            reads
-                .into_iter()
-                .filter(|r| r.now.is_some() && !self.graph.table(r.read.table).info.input)
-                .map(|r| (r.read.table, r.read.key)),
-        );
+        for r in reads {
+            if self.graph.table(r.read.table).info.input {
+                continue;
+            }
+            // A derived row read as absent whose root row exists now is
+            // missing: it must be computed (and then the read changed).
+            if r.now.is_some() || self.root_exists(r.read.table, &r.read.key)? {
+                children.push((r.read.table, r.read.key));
+            }
+        }
         children.dedup();
         Ok(Local::Settled { verdict, children })
+    }
+
+    /// Whether the root row of a key of a table exists.
+    fn root_exists(&self, table: TableId, key: &Key) -> Result<bool> {
+        Ok(self.load_one(self.graph.table(table).root, key)?.is_some())
     }
 
     /// `None` when `start` is settled; else the path from `start` to the
@@ -631,6 +640,8 @@ impl Db {
         };
         for phase in 0..2 {
             let before = changed_at(&rows)?;
+            let mut batches: std::collections::BTreeMap<TableId, Vec<(Key, Work)>> =
+                Default::default();
             for row in &rows {
                 let (id, key) = row;
                 let mut reads = match reads_at.get(row) {
@@ -645,6 +656,18 @@ impl Db {
                         })
                         .collect(),
                 };
+                // Each row of the cycle reads the next (that read stopped
+                // its computation, so it was not recorded with the others).
+                let i = rows.iter().position(|x| x == row).unwrap_or_default();
+                let next = &rows[(i + 1) % rows.len()];
+                if !reads.iter().any(|r| r.table == next.0 && r.key == next.1) {
+                    reads.push(Read {
+                        table: next.0,
+                        key: next.1.clone(),
+                        seen: None,
+                    });
+                    reads.sort();
+                }
                 for r in &mut reads {
                     if let Some(p) = rows.iter().position(|x| x.0 == r.table && x.1 == r.key) {
                         r.seen = before[p];
@@ -669,11 +692,14 @@ impl Db {
                         reads,
                     },
                 };
-                let done =
-                    self.execute(session, *id, vec![(key.clone(), work)], Mode::OnDemand, &[])?;
+                batches.entry(*id).or_default().push((key.clone(), work));
+            }
+            // One batch per table.
+            for (id, batch) in batches {
+                let done = self.execute(session, id, batch, Mode::OnDemand, &[])?;
                 if phase == 0 {
                     report.record(
-                        self.name(*id),
+                        self.name(id),
                         TableReport {
                             skipped: 0,
                             ..done.report

@@ -218,6 +218,8 @@ impl Db {
                     key: k.clone(),
                     cause,
                 });
+                // Rows computed from it, of its key, may change too.
+                todo.extend(self.graph.readers(*t).map(|d| (d, k.clone())));
                 from.push(row);
             }
         }

@@ -184,10 +184,10 @@ impl SqliteStore {
                 let info = graph.table(x).info;
                 let lit = info.name.replace('\'', "''");
                 format!(
-                    "SELECT r.reader_key AS k FROM {x} x JOIN rederive_reads r \
+                    "SELECT r.reader_key AS k FROM {x} x CROSS JOIN rederive_reads r \
                        ON r.tbl = '{lit}' AND r.key = x.{key} AND r.reader = '{name}' \
                      WHERE x.__changed_at > ?1 \
-                     UNION SELECT r.reader_key FROM rederive_tombstones d JOIN rederive_reads r \
+                     UNION SELECT r.reader_key FROM rederive_tombstones d CROSS JOIN rederive_reads r \
                        ON r.tbl = d.tbl AND r.key = d.key AND r.reader = '{name}' \
                      WHERE d.tbl = '{lit}' AND d.deleted_at > ?1",
                     x = quote(info.name),
@@ -195,6 +195,8 @@ impl SqliteStore {
                 )
             })
             .collect();
+        // CROSS JOIN: driven by the rows changed since (few), never by
+        // every recorded read.
         let sql = format!(
             "SELECT DISTINCT k FROM ({}) WHERE ?2 IS NULL OR k > ?2 ORDER BY k LIMIT ?3",
             parts.join(" UNION ")
