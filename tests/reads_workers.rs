@@ -1,0 +1,178 @@
+//! Two worker processes refresh one database whose rows read each other:
+//! leases make every row computed once, whichever process reaches it, and
+//! the result is the one a single process computes.
+use rederive::{derive_table, Ctx, Db, Row};
+use std::cell::RefCell;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Row, Debug, Clone, PartialEq)]
+#[row(input)]
+pub struct Node {
+    #[row(key)]
+    pub id: i64,
+    /// The ids it calls, separated by spaces.
+    pub calls: String,
+}
+
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct Total {
+    pub v: i64,
+}
+
+thread_local! {
+    static CALLS: RefCell<Option<rusqlite::Connection>> = const { RefCell::new(None) };
+}
+
+/// Records one completed call for `id` in the side database `CALLS_DB`.
+fn record_call(id: i64) {
+    let Some(path) = std::env::var_os("CALLS_DB") else {
+        return;
+    };
+    CALLS.with(|c| {
+        let mut c = c.borrow_mut();
+        let conn = c.get_or_insert_with(|| {
+            let conn = rusqlite::Connection::open(&path).expect("open calls db");
+            conn.busy_timeout(Duration::from_secs(30)).unwrap();
+            conn
+        });
+        conn.execute(
+            "INSERT INTO calls(id, pid) VALUES (?1, ?2)",
+            [id, std::process::id() as i64],
+        )
+        .expect("record call");
+    });
+}
+
+#[derive_table(reads = [Total])]
+fn total(node: &Node, ctx: &Ctx) -> Result<Total, String> {
+    let mut v = 1;
+    for callee in node.calls.split_whitespace() {
+        let id: i64 = callee.parse().map_err(|_| format!("bad id {callee}"))?;
+        v = (v + ctx.get::<Total>(id)?.map_or(0, |t| t.v)) % 1_000_000_007;
+    }
+    record_call(node.id);
+    let until = Instant::now() + Duration::from_micros(300);
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    Ok(Total { v })
+}
+
+/// Node `i` calls `i - 1` and `i / 2`: chains and shared callees.
+fn calls_of(i: i64) -> String {
+    let mut c = Vec::new();
+    if i > 0 {
+        c.push((i - 1).to_string());
+    }
+    if i > 1 {
+        c.push((i / 2).to_string());
+    }
+    c.join(" ")
+}
+
+fn expected(n: i64) -> Vec<i64> {
+    let mut v = vec![0i64; n as usize];
+    for i in 0..n {
+        let mut t = 1;
+        for c in calls_of(i).split_whitespace() {
+            t = (t + v[c.parse::<usize>().unwrap()]) % 1_000_000_007;
+        }
+        v[i as usize] = t;
+    }
+    v
+}
+
+fn refresh_until_done(db: &Db) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = db.refresh().expect("refresh");
+        if r.skipped == 0 && r.calls() == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "workers did not finish");
+        if r.skipped > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A worker process: refreshes the database named by `WORKER_DB`.
+#[test]
+#[ignore = "run by two_processes_compute_every_row_once"]
+fn reads_worker_process() {
+    let Some(path) = std::env::var_os("WORKER_DB") else {
+        return;
+    };
+    let db = Db::open(Path::new(&path)).unwrap();
+    refresh_until_done(&db);
+}
+
+#[test]
+fn two_processes_compute_every_row_once() {
+    let n = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("reads.db");
+    let calls = dir.path().join("calls.db");
+    rusqlite::Connection::open(&calls)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE calls(id INTEGER NOT NULL, pid INTEGER NOT NULL);",
+        )
+        .unwrap();
+    {
+        let db = Db::open(&db_path).unwrap();
+        // The callers first in key order: the build meets readers before
+        // the rows they read.
+        db.put_all((0..n).rev().map(|id| Node {
+            id,
+            calls: calls_of(id),
+        }))
+        .unwrap();
+    }
+    let spawn = || {
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "reads_worker_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("WORKER_DB", &db_path)
+            .env("CALLS_DB", &calls)
+            .spawn()
+            .expect("spawn worker")
+    };
+    let workers = [spawn(), spawn()];
+    for mut w in workers {
+        assert!(w.wait().unwrap().success());
+    }
+    let conn = rusqlite::Connection::open(&calls).unwrap();
+    let per_id: Vec<(i64, i64)> = conn
+        .prepare("SELECT id, count(*) FROM calls GROUP BY id ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(per_id.len() as i64, n, "every row computed");
+    for (id, count) in &per_id {
+        assert_eq!(*count, 1, "calls of row {id}");
+    }
+    let pids: i64 = conn
+        .query_row("SELECT count(DISTINCT pid) FROM calls", [], |r| r.get(0))
+        .unwrap();
+    let db = Db::open(&db_path).unwrap();
+    let want = expected(n);
+    for id in 0..n {
+        assert_eq!(
+            db.get::<Total>(id).unwrap().v,
+            want[id as usize],
+            "row {id}"
+        );
+    }
+    eprintln!("rows computed by {pids} processes");
+}
