@@ -102,6 +102,50 @@
 //! `errors`, `retry`, `prune`, `graph --format dot|mermaid` and `watch`, each with
 //! `--json`, over `--db PATH`.
 //!
+//! # Cross-row reads
+//!
+//! A function may read rows of any key, of tables it declares in
+//! `reads`, through a [`Ctx`] argument: a compiler stage that inlines the
+//! definitions a definition calls. Each read is recorded; a change to a
+//! row read (or its creation, or deletion) makes the reader stale, a read
+//! row recomputed to an equal value leaves it fresh, and a definition that
+//! reaches itself is stored as a `cycle` error in every row of the cycle.
+//!
+//! ```
+//! use rederive::{derive_table, Ctx, Db, Row};
+//!
+//! #[derive(Row)]
+//! #[row(input)]
+//! pub struct Def { #[row(key)] pub name: String, pub calls: String }
+//!
+//! #[derive(Row, Debug, PartialEq)]
+//! pub struct Size { pub n: i64 }
+//!
+//! // The size of a definition with every definition it calls inlined.
+//! #[derive_table(reads = [Size])]
+//! fn size(def: &Def, ctx: &Ctx) -> Result<Size, String> {
+//!     let mut n = 1;
+//!     for callee in def.calls.split_whitespace() {
+//!         // `?`: a failed callee, or a recursive call, fails this row too.
+//!         n += ctx.get::<Size>(callee)?.map_or(0, |s| s.n);
+//!     }
+//!     Ok(Size { n })
+//! }
+//!
+//! # fn main() -> rederive::Result<()> {
+//! let db = Db::open_in_memory()?;
+//! db.put_all(vec![
+//!     Def { name: "main".into(), calls: "helper helper".into() },
+//!     Def { name: "helper".into(), calls: "".into() },
+//! ])?;
+//! assert_eq!(db.get::<Size>("main")?, Size { n: 3 });
+//! db.put(Def { name: "helper".into(), calls: "main".into() })?;
+//! let err = db.get::<Size>("main").unwrap_err().to_string();
+//! assert!(err.contains("cycle"), "{err}");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Replicas
 //!
 //! [`itc`] is the Interval Tree Clock library that replicas of a database

@@ -3,7 +3,10 @@
 //! ```text
 //! cargo run --release -p rederive-bench            # N = 1,000,000 vs 10,000
 //! cargo run --release -p rederive-bench -- --small # N = 100,000 vs 1,000 (quick look)
+//! cargo run --release -p rederive-bench -- --reads # cross-row reads: (g), (h), (i)
 //! ```
+mod reads;
+
 use rederive::{derive_table, Db, Row};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -434,6 +437,11 @@ fn main() {
         return;
     }
     let small = args.iter().any(|a| a == "--small");
+    if args.iter().any(|a| a == "--reads") {
+        reads::run(&dir, small);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let (big, little) = if small {
         (100_000, 1_000)
     } else {

@@ -1,28 +1,8 @@
 //! Cross-row reads: the [`Ctx`] a `#[derive_table(reads = [..])]` function
 //! takes, and the [`ReadError`] its reads can fail with.
 //!
-//! ```
-//! use rederive::{derive_table, Ctx, Row};
-//!
-//! #[derive(Row)]
-//! #[row(input)]
-//! pub struct Def { #[row(key)] pub name: String, pub calls: String }
-//!
-//! #[derive(Row)]
-//! pub struct Size { pub n: i64 }
-//!
-//! // The size of a definition with every definition it calls inlined.
-//! #[derive_table(reads = [Size])]
-//! fn size(def: &Def, ctx: &Ctx) -> Result<Size, String> {
-//!     let mut n = 1;
-//!     for callee in def.calls.split_whitespace() {
-//!         // `?`: a failed callee, or a recursive call, fails this row too.
-//!         n += ctx.get::<Size>(callee)?.map_or(0, |s| s.n);
-//!     }
-//!     Ok(Size { n })
-//! }
-//! # fn main() {}
-//! ```
+//! The `rederive` crate's documentation (section *Cross-row reads*) has an
+//! example.
 
 use crate::row::{Row, TableInfo};
 use crate::value::{Key, Value};

@@ -53,7 +53,7 @@ impl Session {
         Session::default()
     }
 
-    fn is_settled(&self, row: &RowId) -> bool {
+    pub(crate) fn is_settled(&self, row: &RowId) -> bool {
         self.settled
             .lock()
             .unwrap_or_else(|e| e.into_inner())

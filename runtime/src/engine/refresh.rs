@@ -327,13 +327,15 @@ impl Db {
             walk_from = start;
         }
         let reads = !t.reads.is_empty();
+        // The revision up to which every change was walked (for a table
+        // that records reads: its walk of readers is not done again).
+        let mut walked = Revision::new(i64::MAX);
         for driver in drivers {
             let mut cursor = ChangeCursor::after(walk_from);
             loop {
                 self.check_cancel()?;
-                let mode = Mode::Refresh {
-                    seen: self.store().revision()?,
-                };
+                let seen = self.store().revision()?;
+                let mode = Mode::Refresh { seen };
                 let page = self.store().changed_page(
                     &self.graph,
                     driver,
@@ -342,7 +344,10 @@ impl Db {
                     BATCH,
                     Values::All,
                 )?;
-                let Some(last) = page.last() else { break };
+                let Some(last) = page.last() else {
+                    walked = walked.min(seen);
+                    break;
+                };
                 cursor = last.cursor.clone();
                 let mut batch = Vec::new();
                 let now = self.now_ms();
@@ -375,12 +380,14 @@ impl Db {
             loop {
                 let began = self.store().revision()?;
                 let mut worked = false;
-                self.for_each_page(
-                    |after| {
-                        self.store()
-                            .readers_changed_since(&self.graph, id, since, after, BATCH)
-                    },
-                    |keys| {
+                // One query (paging it would compute the union of readers
+                // again for every page), then pages in memory.
+                let keys =
+                    self.store()
+                        .readers_changed_since(&self.graph, id, since, None, usize::MAX)?;
+                for keys in keys.chunks(BATCH) {
+                    let keys = keys.to_vec();
+                    {
                         self.check_cancel()?;
                         let mode = Mode::Refresh {
                             seen: self.store().revision()?,
@@ -395,17 +402,20 @@ impl Db {
                         }
                         worked |= !batch.is_empty();
                         complete &= self.run_batch(&mut pass, batch, mode)?;
-                        Ok(())
-                    },
-                )?;
+                    }
+                }
                 if !worked {
+                    walked = walked.min(began);
                     break;
                 }
                 since = began;
             }
         }
         if complete {
-            self.store().mark_processed(t.info.name, start, epoch)?;
+            // A table that records reads walked every change up to
+            // `walked`: the next pass need not walk its readers again.
+            let upto = if reads { walked.max(start) } else { start };
+            self.store().mark_processed(t.info.name, upto, epoch)?;
             // Every row of the table is settled, unless it depends on
             // tables refreshed after it.
             let deps = self.dependencies(id);
@@ -434,7 +444,33 @@ impl Db {
         let done = self.execute(session, id, batch, mode, &[])?;
         let mut report = done.report;
         let name = self.name(id);
-        for stopped in done.stopped {
+        let mut stopped = done.stopped;
+        // Rows that waited on a row this batch wrote go again, together,
+        // while that makes progress (rows of one batch reading each other:
+        // a layer at a time); the rest are resolved one by one.
+        loop {
+            let (ready, waiting): (Vec<_>, Vec<_>) = stopped.into_iter().partition(
+                |s| matches!(&s.stop, Stop::NotReady(t, k) if session.is_settled(&(*t, k.clone()))),
+            );
+            stopped = waiting;
+            if ready.is_empty() {
+                break;
+            }
+            self.check_cancel()?;
+            let mode = Mode::Refresh {
+                seen: self.store().revision()?,
+            };
+            let mut again = Vec::new();
+            for s in ready {
+                if let Plan::Work(work) = self.plan_row(id, &s.key, mode)? {
+                    again.push((s.key, work));
+                }
+            }
+            let done = self.execute(session, id, again, mode, &[])?;
+            report.add(&done.report);
+            stopped.extend(done.stopped);
+        }
+        for stopped in stopped {
             let mut stack = vec![(id, stopped.key)];
             if let Stop::NotReady(t, k) = stopped.stop {
                 stack.push((t, k));

@@ -185,7 +185,7 @@ impl SqliteStore {
                 let lit = info.name.replace('\'', "''");
                 format!(
                     "SELECT r.reader_key AS k FROM {x} x CROSS JOIN rederive_reads r \
-                       ON r.tbl = '{lit}' AND r.key = x.{key} AND r.reader = '{name}' \
+                       ON r.tbl = '{lit}' AND r.key = +x.{key} AND r.reader = '{name}' \
                      WHERE x.__changed_at > ?1 \
                      UNION SELECT r.reader_key FROM rederive_tombstones d CROSS JOIN rederive_reads r \
                        ON r.tbl = d.tbl AND r.key = d.key AND r.reader = '{name}' \
@@ -196,14 +196,16 @@ impl SqliteStore {
             })
             .collect();
         // CROSS JOIN: driven by the rows changed since (few), never by
-        // every recorded read.
+        // every recorded read; `+x.key` has no affinity, so that the
+        // comparison with the untyped `r.key` can use the index.
         let sql = format!(
             "SELECT DISTINCT k FROM ({}) WHERE ?2 IS NULL OR k > ?2 ORDER BY k LIMIT ?3",
             parts.join(" UNION ")
         );
         let after = after.map(KeyParam);
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![since, after, limit as i64], |r| {
+        let limit = i64::try_from(limit).unwrap_or(-1);
+        let rows = stmt.query_map(params![since, after, limit], |r| {
             Ok(from_ref(r.get_ref(0)?))
         })?;
         keys_of(rows)
