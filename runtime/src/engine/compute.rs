@@ -76,17 +76,24 @@ pub(crate) fn compute_in_chunks(
     mut each: impl FnMut(Vec<Outcome>, Vec<Stopped>, &[(Key, Work)]) -> crate::error::Result<()>,
 ) -> crate::error::Result<()> {
     let threads = rayon::current_num_threads().max(1);
+    let reads = !env.db.graph().table(env.table).reads.is_empty();
     let mut rest = batch;
     let mut chunk = 1;
     let mut parallel = false;
     while !rest.is_empty() {
         let tail = rest.split_off(chunk.min(rest.len()));
         let started = Instant::now();
+        // A function that reads other rows: one snapshot for the chunk's
+        // reads.
+        let snapshot = reads && env.db.store().begin_snapshot().is_ok();
         let ran: Vec<Result<Outcome, Box<Stopped>>> = if parallel {
             rest.into_par_iter().map(|(k, w)| run(env, k, w)).collect()
         } else {
             rest.into_iter().map(|(k, w)| run(env, k, w)).collect()
         };
+        if snapshot {
+            env.db.store().end_snapshot()?;
+        }
         let per_row = started.elapsed() / ran.len().max(1) as u32;
         let per_row = if parallel {
             per_row * threads as u32

@@ -55,6 +55,7 @@ impl SqliteStore {
 
 impl Leases for SqliteStore {
     fn register_worker(&self, worker: &str, ttl: Duration) -> Result<()> {
+        run(|| self.end_snapshot_now())?;
         run(|| {
             self.conn.execute(
                 "INSERT INTO rederive_workers(worker, expires_ms) VALUES (?1, ?2)
@@ -66,6 +67,7 @@ impl Leases for SqliteStore {
     }
 
     fn heartbeat(&self, worker: &str, ttl: Duration) -> Result<()> {
+        run(|| self.end_snapshot_now())?;
         run(|| {
             let until = self.now_ms() + millis(ttl);
             let tx = self.write()?;
@@ -90,6 +92,7 @@ impl Leases for SqliteStore {
         ttl: Duration,
         mode: ClaimMode,
     ) -> Result<Claim> {
+        run(|| self.end_snapshot_now())?;
         run(|| {
             let tx = self.write()?;
             let now = self.now_ms();
@@ -162,6 +165,7 @@ impl Leases for SqliteStore {
     }
 
     fn release(&self, table: &str, fence: &Fence, keys: &[&Key]) -> Result<()> {
+        run(|| self.end_snapshot_now())?;
         run(|| {
             match fence {
                 Fence::Unfenced => {}
@@ -189,6 +193,7 @@ impl Leases for SqliteStore {
     }
 
     fn release_worker(&self, worker: &str) -> Result<()> {
+        run(|| self.end_snapshot_now())?;
         run(|| {
             let tx = self.write()?;
             tx.execute("DELETE FROM rederive_leases WHERE worker = ?1", [worker])?;

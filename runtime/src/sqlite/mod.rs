@@ -50,6 +50,9 @@ pub struct SqliteStore {
     path: Option<PathBuf>,
     clock: Arc<dyn Clock>,
     cache: sql::Cache,
+    /// Whether a read transaction is held open for a snapshot
+    /// ([`crate::storage::Rows::begin_snapshot`]).
+    snapshot: std::cell::Cell<bool>,
 }
 
 /// Opens connections to one SQLite file.
@@ -146,6 +149,7 @@ impl SqliteStore {
                 path: Some(path.to_owned()),
                 clock,
                 cache: Default::default(),
+                snapshot: std::cell::Cell::new(false),
             };
             store.init()?;
             Ok(store)
@@ -165,6 +169,7 @@ impl SqliteStore {
                 path: None,
                 clock,
                 cache: Default::default(),
+                snapshot: std::cell::Cell::new(false),
             };
             store.init()?;
             Ok(store)
@@ -188,10 +193,20 @@ impl SqliteStore {
     /// A write transaction (`BEGIN IMMEDIATE`: the write lock is taken at
     /// once, so that two writers never deadlock upgrading a read).
     fn write(&self) -> SqlResult<Transaction<'_>> {
+        // A write ends the snapshot held for reads.
+        self.end_snapshot_now()?;
         Ok(Transaction::new_unchecked(
             &self.conn,
             TransactionBehavior::Immediate,
         )?)
+    }
+
+    /// Ends the read transaction of a snapshot, if one is held.
+    pub(super) fn end_snapshot_now(&self) -> SqlResult<()> {
+        if self.snapshot.replace(false) && !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT")?;
+        }
+        Ok(())
     }
 
     fn init(&self) -> SqlResult<()> {

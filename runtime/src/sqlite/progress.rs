@@ -35,6 +35,7 @@ impl Progress for SqliteStore {
     }
 
     fn mark_processed(&self, table: &str, upto: Revision, epoch: Epoch) -> Result<()> {
+        run(|| self.end_snapshot_now())?;
         run(|| {
             self.conn
                 .prepare_cached(

@@ -435,6 +435,20 @@ impl Rows for SqliteStore {
         })
     }
 
+    fn begin_snapshot(&self) -> Result<()> {
+        run(|| {
+            if !self.snapshot.get() && self.conn.is_autocommit() {
+                self.conn.execute_batch("BEGIN DEFERRED")?;
+                self.snapshot.set(true);
+            }
+            Ok(())
+        })
+    }
+
+    fn end_snapshot(&self) -> Result<()> {
+        run(|| self.end_snapshot_now())
+    }
+
     fn is_empty(&self, table: &str) -> Result<bool> {
         run(|| {
             let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", quote(table));

@@ -147,6 +147,19 @@ pub trait Rows {
         read_at: Revision,
     ) -> Result<Vec<Written>>;
 
+    /// Reads that follow see one snapshot of the database, until
+    /// [`Rows::end_snapshot`] or a write (so that a batch's many reads
+    /// through `ctx` cost one read transaction, not one each). The default
+    /// does nothing.
+    fn begin_snapshot(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Ends the snapshot of [`Rows::begin_snapshot`], if one is held.
+    fn end_snapshot(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether a stored table holds no row (cheap, whatever its size).
     fn is_empty(&self, table: &str) -> Result<bool>;
 
