@@ -155,10 +155,11 @@
 pub use rederive_itc as itc;
 pub use rederive_macros::{derive_table, Row};
 pub use rederive_runtime::{
-    catalog, cli, clock, code, ctx, engine, error, graph, judge, node, report, row, sqlite,
-    staleness, storage, value, watch, Column, ColumnDef, Ctx, Db, Derived, Error, FailedRow, Graph,
-    GraphProblem, Input, Key, NodeDef, Produced, ReadError, Report, Result, Rooted, Row, SqlType,
-    StaleRow, Staleness, Table, TableDef, TableInfo, TableReport, TableStatus, Value,
+    catalog, cli, clock, code, ctx, dynamic, engine, error, graph, judge, node, report, row,
+    sqlite, staleness, storage, value, watch, Column, ColumnDef, Ctx, Db, Derived, Error,
+    FailedRow, Graph, GraphProblem, Input, Inputs, Key, NodeBuilder, NodeDef, Produced, ReadError,
+    Report, Result, Rooted, Row, RuntimeNode, SqlType, StaleRow, Staleness, Table, TableDef,
+    TableInfo, TableReport, TableStatus, Value,
 };
 
 #[doc(hidden)]

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod code;
 pub mod ctx;
+pub mod dynamic;
 pub mod engine;
 pub mod error;
 pub mod graph;
@@ -22,6 +23,7 @@ pub mod value;
 pub mod watch;
 
 pub use ctx::{Ctx, ReadError};
+pub use dynamic::{register, Inputs, NodeBuilder, RuntimeNode};
 pub use engine::Db;
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphProblem};

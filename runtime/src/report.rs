@@ -25,6 +25,11 @@ pub struct TableReport {
 }
 
 impl TableReport {
+    /// Function calls (`computed + unchanged + failed`).
+    pub fn calls(&self) -> u64 {
+        self.computed + self.unchanged + self.failed
+    }
+
     pub(crate) fn add(&mut self, o: &TableReport) {
         self.computed += o.computed;
         self.unchanged += o.unchanged;

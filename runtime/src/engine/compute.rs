@@ -129,7 +129,12 @@ fn run(env: Env<'_>, key: Key, work: Work) -> Result<Outcome, Box<Stopped>> {
         WorkKind::Compute(inputs) => {
             let reader = RowReader::new(env, &key);
             let ctx = Ctx::new(&reader);
-            let result = catch_unwind(AssertUnwindSafe(|| (env.node.compute)(&ctx, inputs)));
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                match env.db.graph().closure(env.table) {
+                    Some(closure) => (closure.0)(&ctx, inputs),
+                    None => (env.node.compute)(&ctx, inputs),
+                }
+            }));
             let (reads, stop, undeclared) = reader.finish();
             if let Some(stop) = stop {
                 return Err(Box::new(Stopped { key, stop, reads }));

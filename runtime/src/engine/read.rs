@@ -24,6 +24,23 @@ impl Db {
         })
     }
 
+    /// A fresh row of a table of generic JSON rows (a node defined at run
+    /// time with [`crate::NodeBuilder::output_json`]), by table name.
+    pub fn get_json(&self, table: &str, key: impl Into<Key>) -> Result<serde_json::Value> {
+        let id = self.graph.table_id(table)?;
+        let key = self.coerce_key(id, key.into())?;
+        let decode = |message: String| Error::Decode {
+            table: table.to_owned(),
+            key: key.clone(),
+            message,
+        };
+        let values = self.get_values(id, &key)?;
+        let [value]: [Value; 1] = values
+            .try_into()
+            .map_err(|_| decode(format!("`{table}` is not a table of JSON rows")))?;
+        crate::value::json_from_value(value).map_err(decode)
+    }
+
     /// Like [`Db::get`], by table id, returning the encoded columns.
     pub fn get_values(&self, id: TableId, key: &Key) -> Result<Vec<Value>> {
         if self.graph.table(id).info.input {

@@ -64,6 +64,8 @@ pub struct TableNode {
 pub struct Graph {
     tables: Vec<TableNode>,
     nodes: Vec<NodeDef>,
+    /// The closures of nodes registered at run time, by output table.
+    closures: Vec<Option<crate::dynamic::Closure>>,
     by_name: BTreeMap<&'static str, TableId>,
     order: Vec<TableId>,
 }
@@ -72,7 +74,31 @@ impl Graph {
     /// Collects every table and function registered in this binary.
     pub fn from_registry() -> Result<Graph> {
         let nodes = registered_nodes().into_iter().copied().collect();
-        Graph::new(registered_tables(), nodes)
+        Graph::with_runtime_nodes(registered_tables(), nodes, crate::dynamic::registered())
+    }
+
+    /// Like [`Graph::new`], with nodes defined at run time too.
+    pub fn with_runtime_nodes(
+        tables: Vec<&'static TableInfo>,
+        mut nodes: Vec<NodeDef>,
+        runtime: Vec<crate::dynamic::RuntimeNode>,
+    ) -> Result<Graph> {
+        let mut closures = BTreeMap::new();
+        for node in runtime {
+            closures.insert(node.def.output.name, node.compute);
+            nodes.push(node.def);
+        }
+        let mut graph = Graph::new(tables, nodes)?;
+        for (name, closure) in closures {
+            let id = graph.table_id(name)?;
+            graph.closures[id.index()] = Some(closure);
+        }
+        Ok(graph)
+    }
+
+    /// The closure of a table's producer, when it was defined at run time.
+    pub(crate) fn closure(&self, id: TableId) -> Option<&crate::dynamic::Closure> {
+        self.closures[id.index()].as_ref()
     }
 
     /// Builds a graph from explicit tables and nodes (tables that nodes
@@ -174,6 +200,7 @@ impl Graph {
         problems.extend(cycles);
 
         let mut graph = Graph {
+            closures: vec![None; table_nodes.len()],
             tables: table_nodes,
             nodes,
             by_name,
