@@ -234,7 +234,16 @@ impl Sandbox {
     }
 }
 
-const TABLES: [&str; 5] = ["Definition", "Ast", "Checked", "Bytecode", "Value"];
+const TABLES: [&str; 6] = [
+    "Definition",
+    "Ast",
+    "Linked",
+    "Checked",
+    "Bytecode",
+    "Value",
+];
+/// Input tables with no rows in most tests (lint rules).
+const EMPTY_INPUTS: [&str; 1] = ["Rule"];
 const STATUS_FIELDS: [&str; 10] = [
     "table", "input", "rows", "fresh", "stale", "missing", "failed", "blocked", "running",
     "settling",
@@ -277,7 +286,7 @@ fn demo_uses_rederive_db_and_leaves_the_working_directory_alone() {
     let r = sb.run(&[]);
     // The demo prints `status`, whose failures are there on purpose; it exits 0.
     r.code(0)
-        .stdout_has("refresh: 16 computed, 0 unchanged, 3 failed, 5 blocked")
+        .stdout_has("refresh: 21 computed, 0 unchanged, 3 failed, 6 blocked")
         .stdout_has("answer = 42")
         .stdout_has("area = 27")
         .stdout_has("big = 231")
@@ -365,13 +374,17 @@ fn refresh_creates_an_empty_database() {
     assert!(sb.db.exists());
 
     let status = sb.status(0);
-    assert_eq!(status.len(), TABLES.len(), "{status:?}");
-    for table in TABLES {
+    assert_eq!(
+        status.len(),
+        TABLES.len() + EMPTY_INPUTS.len(),
+        "{status:?}"
+    );
+    for table in TABLES.into_iter().chain(EMPTY_INPUTS) {
         let t = &status[table];
         for field in STATUS_FIELDS {
             assert!(!t[field].is_null(), "status {table} lacks {field}: {t}");
         }
-        assert_eq!(t["input"], table == "Definition");
+        assert_eq!(t["input"], table == "Definition" || table == "Rule");
         for field in &STATUS_FIELDS[2..] {
             assert_eq!(t[field], 0, "{table}.{field}: {t}");
         }
@@ -412,7 +425,7 @@ fn define_explain_refresh_get() {
     sb.run_db(&["refresh"])
         .code(0)
         .stdout_has("Value: 2 computed, 0 unchanged, 0 failed, 0 blocked")
-        .stdout_has("8 computed, 0 unchanged, 0 failed, 0 blocked");
+        .stdout_has("10 computed, 0 unchanged, 0 failed, 0 blocked");
     let r = sb.run_db(&["get", "Value", "answer", "--json"]);
     assert_eq!(
         r.code(0).json(),
@@ -449,7 +462,7 @@ fn define_explain_refresh_get() {
     );
     assert_eq!(
         sb.explain("Checked", "area"),
-        json!({"state": "upstream_stale", "table": "Ast", "key": "area"})
+        json!({"state": "upstream_stale", "table": "Linked", "key": "area"})
     );
     let value = sb.explain("Value", "area");
     assert_eq!(value["state"], "upstream_stale", "{value}");
@@ -466,7 +479,7 @@ fn define_explain_refresh_get() {
     // Refresh recomputes `area` only; `Checked` (the depth) is unchanged, so
     // early cutoff keeps it.
     let report = sb.run_db(&["refresh", "--json"]).code(0).json();
-    assert_eq!(report["computed"], 3, "{report}");
+    assert_eq!(report["computed"], 4, "{report}");
     assert_eq!(report["unchanged"], 1, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     assert_eq!(report["tables"]["Checked"]["unchanged"], 1, "{report}");
@@ -511,11 +524,17 @@ fn a_syntax_error_fails_in_ast_blocks_its_stages_and_is_fixed() {
     assert_eq!(e["message"], "syntax error: unexpected end of input");
     assert_eq!(
         sorted_blocks(e),
-        pairs(&[("Checked", "bad"), ("Bytecode", "bad"), ("Value", "bad")])
+        pairs(&[
+            ("Linked", "bad"),
+            ("Checked", "bad"),
+            ("Bytecode", "bad"),
+            ("Value", "bad")
+        ])
     );
     sb.run_db(&["errors"])
         .code(1)
         .stdout_has("Ast \"bad\": syntax error: unexpected end of input")
+        .stdout_has("blocks Linked \"bad\"")
         .stdout_has("blocks Checked \"bad\"")
         .stdout_has("blocks Bytecode \"bad\"")
         .stdout_has("blocks Value \"bad\"");
@@ -524,7 +543,7 @@ fn a_syntax_error_fails_in_ast_blocks_its_stages_and_is_fixed() {
     let status = sb.status(1);
     assert_eq!(count(&status, "Ast", "failed"), 1);
     assert_eq!(count(&status, "Ast", "fresh"), 1);
-    for table in ["Checked", "Bytecode", "Value"] {
+    for table in ["Linked", "Checked", "Bytecode", "Value"] {
         assert_eq!(count(&status, table, "blocked"), 1, "{table}");
         assert_eq!(count(&status, table, "fresh"), 1, "{table}");
     }
@@ -624,7 +643,7 @@ fn failures_in_later_stages_block_only_what_follows() {
 fn unknown_tables_and_keys() {
     let sb = Sandbox::new();
     sb.define("answer", "6 * 7");
-    let known = "the tables are: Ast, Bytecode, Checked, Definition, Value";
+    let known = "the tables are: Ast, Bytecode, Checked, Definition, Linked, Rule, Value";
     for command in ["get", "explain"] {
         sb.run_db(&[command, "Nope", "answer"])
             .code(2)
@@ -674,8 +693,9 @@ fn graph_as_dot_and_mermaid() {
     assert!(dot.stdout.starts_with("digraph"), "{}", dot.stdout);
     for edge in [
         "\"Definition\" -> \"Ast\" [label=\"parse\"]",
-        "\"Ast\" -> \"Checked\"",
-        "\"Ast\" -> \"Bytecode\"",
+        "\"Ast\" -> \"Linked\" [label=\"link\"]",
+        "\"Linked\" -> \"Checked\"",
+        "\"Linked\" -> \"Bytecode\"",
         "\"Checked\" -> \"Bytecode\"",
         "\"Bytecode\" -> \"Value\" [label=\"evaluate\"]",
     ] {
@@ -697,7 +717,8 @@ fn graph_as_dot_and_mermaid() {
         .code(0)
         .stdout_has("Definition[/Definition/]")
         .stdout_has("Definition -->|parse| Ast")
-        .stdout_has("Ast -->|check| Checked")
+        .stdout_has("Ast -->|link| Linked")
+        .stdout_has("Linked -->|check| Checked")
         .stdout_has("Checked -->|compile| Bytecode")
         .stdout_has("Bytecode -->|evaluate| Value");
     assert!(
@@ -818,7 +839,7 @@ fn db_flag_env_var_and_default_path() {
     assert!(sb.db.exists());
     sb.run(&["refresh"])
         .code(0)
-        .stdout_has("4 computed, 0 unchanged");
+        .stdout_has("5 computed, 0 unchanged");
     assert_eq!(
         sb.run(&["get", "Value", "answer", "--json"]).code(0).json()["row"],
         json!({"value": 42})
@@ -1015,7 +1036,7 @@ fn watch_refreshes_on_another_process_s_write_and_stops_on_ctrl_c() {
     };
 
     let start = next_refresh("start");
-    assert_eq!(start["report"]["computed"], 4, "{start}");
+    assert_eq!(start["report"]["computed"], 5, "{start}");
     assert_eq!(sb.explain("Value", "w"), json!({"state": "fresh"}));
 
     // Another process writes an input row; watch refreshes it (`explain`
@@ -1142,4 +1163,66 @@ fn status_reports_leftover_tables_and_prune_drops_them() {
         .stdout_has("dropped `OldInput`");
     assert!(!common::sqlite_tables(&sb.db).contains(&"OldInput".to_owned()));
     sb.run_db(&["prune"]).stdout_has("no leftover tables");
+}
+
+#[test]
+fn definitions_call_each_other_and_rules_extend_the_language() {
+    let sb = Sandbox::new();
+    sb.define("area", "3 * (4 + 5)");
+    sb.define("twice", "area * 2");
+    sb.define("other", "6 * 7");
+    sb.run_db(&["refresh"]).code(0);
+    assert_eq!(sb.get("Value", "twice"), json!({"value": 54}));
+
+    // Editing a callee recomputes exactly its callers' links.
+    sb.define("area", "1 + 1");
+    assert_eq!(
+        sb.explain("Linked", "twice"),
+        json!({"state": "upstream_stale", "table": "Linked", "key": "area"})
+    );
+    let report = sb.run_db(&["refresh", "--json"]).code(0).json();
+    assert_eq!(report["tables"]["Linked"]["computed"], 2, "{report}");
+    assert_eq!(sb.get("Value", "twice"), json!({"value": 4}));
+    assert_eq!(sb.get("Value", "other"), json!({"value": 42}));
+
+    // Recursion is a cycle, in every row of it.
+    sb.define("ping", "pong + 1");
+    sb.define("pong", "ping + 1");
+    sb.run_db(&["refresh"]).code(1);
+    let errors = sb.run_db(&["errors", "--json"]).code(1).json();
+    let cycle = "cycle: `Linked` \"ping\" -> `Linked` \"pong\" -> `Linked` \"ping\"";
+    for key in ["ping", "pong"] {
+        let e = errors
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["table"] == "Linked" && e["key"] == key)
+            .unwrap_or_else(|| panic!("no error for {key}: {errors}"));
+        assert_eq!(e["message"], cycle, "{e}");
+    }
+    // An unknown callee is an error until it is defined.
+    sb.define("late", "later + 1");
+    sb.run_db(&["refresh"]).code(1);
+    sb.define("later", "1");
+    sb.run_db(&["refresh"]).code(1);
+    assert_eq!(sb.get("Value", "late"), json!({"value": 2}));
+
+    // A rule written in the language becomes a table of its own.
+    sb.run_db(&["rule", "small", "3 * 3"]).code(0);
+    sb.run_db(&["refresh"]).code(1);
+    assert_eq!(
+        sb.get("Lint_small", "twice"),
+        json!({"value": {"nodes": 5, "limit": 9, "ok": true}})
+    );
+    // Editing the rule recomputes its table only.
+    sb.run_db(&["rule", "small", "2"]).code(0);
+    let report = sb.run_db(&["refresh", "--json"]).code(1).json();
+    assert_eq!(
+        report["computed"], report["tables"]["Lint_small"]["computed"],
+        "{report}"
+    );
+    assert_eq!(
+        sb.get("Lint_small", "twice"),
+        json!({"value": {"nodes": 5, "limit": 2, "ok": false}})
+    );
 }

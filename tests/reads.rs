@@ -85,6 +85,17 @@ fn double(v: &Val) -> Doubled {
     Doubled { v: v.v * 2 }
 }
 
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct Both {
+    pub v: i64,
+    pub d: i64,
+}
+
+#[derive_table]
+fn both(v: &Val, d: &Doubled) -> Both {
+    Both { v: v.v, d: d.v }
+}
+
 fn def(name: &str, body: &str) -> Def {
     Def {
         name: name.into(),
@@ -334,4 +345,23 @@ fn reads_survive_reopening_a_file() {
     let report = db.refresh().unwrap();
     assert_eq!(report.table("Val").computed, 2, "{report:?}");
     assert_eq!(value(&db, "o_main"), Ok(5));
+}
+
+#[test]
+fn get_settles_every_input_of_a_row_before_computing_it() {
+    let db = Db::open_in_memory().unwrap();
+    db.put_all(vec![def("b_main", "b_x 1"), def("b_x", "2")])
+        .unwrap();
+    assert_eq!(db.get::<Both>("b_main").unwrap(), Both { v: 3, d: 6 });
+    db.put(def("b_x", "5")).unwrap();
+    // `Both` is computed from `Val` and `Doubled`: both are brought up to
+    // date first, not just the one on the way to the change.
+    assert_eq!(db.get::<Both>("b_main").unwrap(), Both { v: 6, d: 12 });
+    for t in [
+        db.explain::<Val>("b_main").unwrap(),
+        db.explain::<Doubled>("b_main").unwrap(),
+        db.explain::<Both>("b_main").unwrap(),
+    ] {
+        assert_eq!(t, Staleness::Fresh);
+    }
 }

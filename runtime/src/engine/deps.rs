@@ -23,7 +23,7 @@ use super::Db;
 use crate::ctx::{cycle_message, ReadError, ReadRows};
 use crate::error::{Error, Result};
 use crate::graph::TableId;
-use crate::judge::{input_revisions, judge_with_reads, Cause, InputView, Verdict};
+use crate::judge::{input_revisions, judge_with_reads, InputView, Verdict};
 use crate::lease::Mode;
 use crate::report::{Report, TableReport};
 use crate::row::TableInfo;
@@ -341,13 +341,13 @@ impl Db {
             .collect();
         let verdict = judge_with_reads(states[0].as_ref(), &inputs, &reads, self.code(*id), None);
         if !verdict.is_settled() {
-            let first = match verdict.cause() {
-                Some(Cause::UpstreamStale(j)) => {
-                    let input = t.inputs[j];
-                    (!self.graph.table(input).info.input).then(|| (input, key.clone()))
-                }
-                _ => None,
-            };
+            // A derived input row that is missing is computed first.
+            let first = t
+                .inputs
+                .iter()
+                .zip(&states[1..=t.inputs.len()])
+                .find(|(&input, state)| state.is_none() && !self.graph.table(input).info.input)
+                .map(|(&input, _)| (input, key.clone()));
             return Ok(Local::Unsettled {
                 verdict,
                 reads,
@@ -570,6 +570,26 @@ impl Db {
                 continue;
             }
             let (id, key) = top.clone();
+            // Its derived inputs are settled first (the rows it is computed
+            // from; what it reads, its computation asks for).
+            for &input in &self.graph.table(id).inputs {
+                if self.graph.table(input).info.input {
+                    continue;
+                }
+                if let Some(path) = self.unsettled_path(session, &(input, key.clone()))? {
+                    for (i, row) in path.iter().enumerate() {
+                        if let Some(p) = stack.iter().position(|r| r == row) {
+                            let mut cycle = stack[p..].to_vec();
+                            cycle.extend(path[..i].iter().cloned());
+                            self.write_cycle(session, cycle, &reads_at, report)?;
+                            stack.truncate(p);
+                            continue 'rows;
+                        }
+                    }
+                    stack.extend(path);
+                    continue 'rows;
+                }
+            }
             match self.plan_row(id, &key, Mode::OnDemand)? {
                 Plan::Fresh | Plan::Wait | Plan::Settling => {
                     // Settled meanwhile, or cannot be computed (an input

@@ -160,12 +160,12 @@ impl Db {
                 verdict,
                 reads,
                 first,
-            } => match first {
-                Some((t, k)) => Staleness::UpstreamStale {
+            } => match (verdict.cause(), first) {
+                (Some(Cause::UpstreamStale(_)), Some((t, k))) => Staleness::UpstreamStale {
                     table: self.name(t).to_owned(),
                     key: k,
                 },
-                None => self.staleness(id, key, verdict, None, &reads),
+                _ => self.staleness(id, key, verdict, None, &reads),
             },
             Local::Settled { verdict, .. } => match self.unsettled_path(session, &row)? {
                 Some(path) if path.len() > 1 => Staleness::UpstreamStale {
