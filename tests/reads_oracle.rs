@@ -67,6 +67,32 @@ fn sum(f: &Fun, ctx: &Ctx) -> Result<Sum, String> {
     }
 }
 
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct Pair {
+    pub sum: i64,
+    pub twice: i64,
+}
+
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct Twice {
+    pub v: i64,
+}
+
+#[derive_table]
+fn twice(s: &Sum) -> Twice {
+    Twice { v: s.v * 2 }
+}
+
+/// Computed from two derived inputs, one computed from the other: both
+/// must be brought up to date before it.
+#[derive_table]
+fn pair(s: &Sum, t: &Twice) -> Pair {
+    Pair {
+        sum: s.v,
+        twice: t.v,
+    }
+}
+
 const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
 
 #[derive(Debug, Clone)]
@@ -164,6 +190,12 @@ fn oracle(defs: &BTreeMap<String, String>) -> BTreeMap<String, Result<i64, ()>> 
 fn check_values(db: &Db, defs: &BTreeMap<String, String>) -> Result<(), TestCaseError> {
     for (n, want) in oracle(defs) {
         let got = db.get::<Sum>(n.as_str()).map(|s| s.v);
+        let pair = db.get::<Pair>(n.as_str());
+        match (want, &pair) {
+            (Ok(v), Ok(p)) => prop_assert_eq!((v, 2 * v), (p.sum, p.twice), "pair of {}", n),
+            (Err(()), Err(_)) => {}
+            _ => prop_assert!(false, "{}: oracle {:?}, pair {:?}", n, want, pair),
+        }
         match (want, &got) {
             (Ok(v), Ok(g)) => prop_assert_eq!(v, *g, "value of {}", n),
             (Err(()), Err(e)) => prop_assert!(e.to_string().contains("cycle"), "{}: {}", n, e),
@@ -246,6 +278,10 @@ proptest! {
                 }
                 Op::Get(n) => {
                     let name = NAMES[*n];
+                    // The pair first: it must bring both its inputs up to date.
+                    if let (Some(Ok(v)), Ok(p)) = (oracle(&defs).get(name), db.get::<Pair>(name)) {
+                        prop_assert_eq!((*v, 2 * v), (p.sum, p.twice), "pair of {}", name);
+                    }
                     let got = db.get::<Sum>(name);
                     match oracle(&defs).get(name) {
                         None => prop_assert!(got.is_err()),
