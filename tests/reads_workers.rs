@@ -1,8 +1,10 @@
 //! Two worker processes refresh one database whose rows read each other:
 //! leases make every row computed once, whichever process reaches it, and
 //! the result is the one a single process computes.
+mod common;
+
+use common::{create_calls_db, record_call, refresh_until_done};
 use rederive::{derive_table, Ctx, Db, Row};
-use std::cell::RefCell;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,30 +21,6 @@ pub struct Node {
 #[derive(Row, Debug, Clone, PartialEq)]
 pub struct Total {
     pub v: i64,
-}
-
-thread_local! {
-    static CALLS: RefCell<Option<rusqlite::Connection>> = const { RefCell::new(None) };
-}
-
-/// Records one completed call for `id` in the side database `CALLS_DB`.
-fn record_call(id: i64) {
-    let Some(path) = std::env::var_os("CALLS_DB") else {
-        return;
-    };
-    CALLS.with(|c| {
-        let mut c = c.borrow_mut();
-        let conn = c.get_or_insert_with(|| {
-            let conn = rusqlite::Connection::open(&path).expect("open calls db");
-            conn.busy_timeout(Duration::from_secs(30)).unwrap();
-            conn
-        });
-        conn.execute(
-            "INSERT INTO calls(id, pid) VALUES (?1, ?2)",
-            [id, std::process::id() as i64],
-        )
-        .expect("record call");
-    });
 }
 
 #[derive_table(reads = [Total])]
@@ -84,20 +62,6 @@ fn expected(n: i64) -> Vec<i64> {
     v
 }
 
-fn refresh_until_done(db: &Db) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = db.refresh().expect("refresh");
-        if r.skipped == 0 && r.calls() == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "workers did not finish");
-        if r.skipped > 0 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 /// A worker process: refreshes the database named by `WORKER_DB`.
 #[test]
 #[ignore = "run by two_processes_compute_every_row_once"]
@@ -115,12 +79,7 @@ fn two_processes_compute_every_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("reads.db");
     let calls = dir.path().join("calls.db");
-    rusqlite::Connection::open(&calls)
-        .unwrap()
-        .execute_batch(
-            "PRAGMA journal_mode = WAL; CREATE TABLE calls(id INTEGER NOT NULL, pid INTEGER NOT NULL);",
-        )
-        .unwrap();
+    create_calls_db(&calls);
     {
         let db = Db::open(&db_path).unwrap();
         // The callers first in key order: the build meets readers before

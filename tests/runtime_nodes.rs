@@ -63,7 +63,8 @@ fn upper() -> rederive::RuntimeNode {
         })
 }
 
-fn graph(nodes: Vec<rederive::RuntimeNode>) -> Graph {
+/// This binary's graph with `nodes` added.
+fn try_graph(nodes: Vec<rederive::RuntimeNode>) -> rederive::Result<Graph> {
     Graph::with_runtime_nodes(
         rederive::node::registered_tables(),
         rederive::node::registered_nodes()
@@ -72,7 +73,10 @@ fn graph(nodes: Vec<rederive::RuntimeNode>) -> Graph {
             .collect(),
         nodes,
     )
-    .unwrap()
+}
+
+fn graph(nodes: Vec<rederive::RuntimeNode>) -> Graph {
+    try_graph(nodes).unwrap()
 }
 
 fn rule(name: &str, body: &str) -> Rule {
@@ -150,31 +154,13 @@ fn the_graph_checks_apply_to_run_time_nodes() {
         .input::<Rule>()
         .version("1")
         .output(|_, _| Ok(Length { n: 0 }));
-    let e = Graph::with_runtime_nodes(
-        rederive::node::registered_tables(),
-        rederive::node::registered_nodes()
-            .into_iter()
-            .copied()
-            .collect(),
-        vec![twin],
-    )
-    .unwrap_err()
-    .to_string();
+    let e = try_graph(vec![twin]).unwrap_err().to_string();
     assert!(e.contains("Length") && e.contains("twin"), "{e}");
     // A node writing an input table.
     let writer = NodeBuilder::new("writer")
         .input::<Length>()
         .output(|_, _| Ok(rule("x", "y")));
-    let e = Graph::with_runtime_nodes(
-        rederive::node::registered_tables(),
-        rederive::node::registered_nodes()
-            .into_iter()
-            .copied()
-            .collect(),
-        vec![writer],
-    )
-    .unwrap_err()
-    .to_string();
+    let e = try_graph(vec![writer]).unwrap_err().to_string();
     assert!(e.contains("writer"), "{e}");
 }
 

@@ -1,8 +1,10 @@
 //! Several worker processes on one database file: leases make every row
 //! computed exactly once, and a killed worker's rows are taken over after
 //! its leases expire.
+mod common;
+
+use common::{create_calls_db, record_call, refresh_until_done};
 use rederive::{derive_table, Db, Row};
-use std::cell::RefCell;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -20,30 +22,6 @@ pub struct Job {
 #[derive(Row, Debug, Clone, PartialEq)]
 pub struct Done {
     pub digest: i64,
-}
-
-thread_local! {
-    static CALLS: RefCell<Option<rusqlite::Connection>> = const { RefCell::new(None) };
-}
-
-/// Records one call of `work` for `id` in the side database named by `CALLS_DB`.
-fn record_call(id: i64) {
-    let Some(path) = std::env::var_os("CALLS_DB") else {
-        return;
-    };
-    CALLS.with(|c| {
-        let mut c = c.borrow_mut();
-        let conn = c.get_or_insert_with(|| {
-            let conn = rusqlite::Connection::open(&path).expect("open calls db");
-            conn.busy_timeout(Duration::from_secs(30)).unwrap();
-            conn
-        });
-        conn.execute(
-            "INSERT INTO calls(id, pid) VALUES (?1, ?2)",
-            [id, std::process::id() as i64],
-        )
-        .expect("record call");
-    });
 }
 
 fn digest(n: i64) -> i64 {
@@ -74,11 +52,7 @@ fn work(job: &Job) -> Done {
 fn setup(dir: &Path, rows: i64, cost_us: i64) -> (std::path::PathBuf, std::path::PathBuf) {
     let db_path = dir.join("work.db");
     let calls = dir.join("calls.db");
-    let conn = rusqlite::Connection::open(&calls).unwrap();
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; CREATE TABLE calls(id INTEGER NOT NULL, pid INTEGER NOT NULL);",
-    )
-    .unwrap();
+    create_calls_db(&calls);
     let db = Db::open(&db_path).unwrap();
     db.put_all((0..rows).map(|id| Job {
         id,
@@ -104,22 +78,6 @@ fn spawn_worker(db: &Path, calls: &Path, ttl_ms: u64) -> Child {
         .env("WORKER_TTL_MS", ttl_ms.to_string())
         .spawn()
         .expect("spawn worker")
-}
-
-/// Refreshes until a pass finds nothing left for anyone (no row held by
-/// another worker, nothing stale).
-fn refresh_until_done(db: &Db) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = db.refresh().expect("refresh");
-        if r.skipped == 0 && r.calls() == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "workers did not finish");
-        if r.skipped > 0 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 /// The body of a worker process (run by the tests below, not on its own).

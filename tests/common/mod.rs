@@ -3,6 +3,7 @@
 use std::path::Path;
 
 /// The tables of an SQLite file, as SQLite itself lists them, sorted.
+#[allow(dead_code)]
 pub fn sqlite_tables(path: &Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut stmt = conn
@@ -14,4 +15,62 @@ pub fn sqlite_tables(path: &Path) -> Vec<String> {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     names
+}
+
+/// Creates the side database where worker processes record their calls
+/// (`record_call`), at `path`.
+#[allow(dead_code)]
+pub fn create_calls_db(path: &Path) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE calls(id INTEGER NOT NULL, pid INTEGER NOT NULL);",
+        )
+        .unwrap();
+}
+
+thread_local! {
+    static CALLS: std::cell::RefCell<Option<rusqlite::Connection>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Records one call for `id`, by this process, in the side database named
+/// by `CALLS_DB` (nothing when it is not set).
+#[allow(dead_code)]
+pub fn record_call(id: i64) {
+    let Some(path) = std::env::var_os("CALLS_DB") else {
+        return;
+    };
+    CALLS.with(|c| {
+        let mut c = c.borrow_mut();
+        let conn = c.get_or_insert_with(|| {
+            let conn = rusqlite::Connection::open(&path).expect("open calls db");
+            conn.busy_timeout(std::time::Duration::from_secs(30))
+                .unwrap();
+            conn
+        });
+        conn.execute(
+            "INSERT INTO calls(id, pid) VALUES (?1, ?2)",
+            [id, std::process::id() as i64],
+        )
+        .expect("record call");
+    });
+}
+
+/// Refreshes until a pass finds nothing left for anyone (no row held by
+/// another worker, nothing stale).
+#[allow(dead_code)]
+pub fn refresh_until_done(db: &rederive::Db) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = db.refresh().expect("refresh");
+        if r.skipped == 0 && r.calls() == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "workers did not finish");
+        if r.skipped > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

@@ -555,18 +555,8 @@ impl Db {
                 continue;
             };
             if path.len() > 1 {
-                // A row it depends on needs computing first: a cycle if
-                // that row waits on it already.
-                for (i, row) in path.iter().enumerate().skip(1) {
-                    if let Some(p) = stack.iter().position(|r| r == row) {
-                        let mut cycle = stack[p..].to_vec();
-                        cycle.extend(path[1..i].iter().cloned());
-                        self.write_cycle(session, cycle, &reads_at, report)?;
-                        stack.truncate(p);
-                        continue 'rows;
-                    }
-                }
-                stack.extend(path.into_iter().skip(1));
+                // A row it depends on needs computing first.
+                self.wait_on(session, &mut stack, &path[1..], &reads_at, report)?;
                 continue;
             }
             let (id, key) = top.clone();
@@ -577,16 +567,7 @@ impl Db {
                     continue;
                 }
                 if let Some(path) = self.unsettled_path(session, &(input, key.clone()))? {
-                    for (i, row) in path.iter().enumerate() {
-                        if let Some(p) = stack.iter().position(|r| r == row) {
-                            let mut cycle = stack[p..].to_vec();
-                            cycle.extend(path[..i].iter().cloned());
-                            self.write_cycle(session, cycle, &reads_at, report)?;
-                            stack.truncate(p);
-                            continue 'rows;
-                        }
-                    }
-                    stack.extend(path);
+                    self.wait_on(session, &mut stack, &path, &reads_at, report)?;
                     continue 'rows;
                 }
             }
@@ -635,6 +616,30 @@ impl Db {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The top of `stack` waits on the rows of `path` (each depending on
+    /// the next): they go on the stack, unless one of them is on it
+    /// already, which closes a cycle (stored, and taken off the stack).
+    fn wait_on(
+        &self,
+        session: &Session,
+        stack: &mut Vec<RowId>,
+        path: &[RowId],
+        reads_at: &HashMap<RowId, Vec<Read>>,
+        report: &mut Report,
+    ) -> Result<()> {
+        for (i, row) in path.iter().enumerate() {
+            if let Some(p) = stack.iter().position(|r| r == row) {
+                let mut cycle = stack[p..].to_vec();
+                cycle.extend(path[..i].iter().cloned());
+                self.write_cycle(session, cycle, reads_at, report)?;
+                stack.truncate(p);
+                return Ok(());
+            }
+        }
+        stack.extend(path.iter().cloned());
         Ok(())
     }
 

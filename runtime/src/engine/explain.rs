@@ -183,12 +183,12 @@ impl Db {
     /// The derived rows that may change when an input row changed: the
     /// stale rows of its key and, transitively, the rows that read a stale
     /// row or the input row itself, each with its cause.
-    fn stale_rows_deep(
+    pub(crate) fn stale_rows_from(
         &self,
         root: TableId,
         key: &Key,
         session: &Session,
-    ) -> Result<Vec<StaleRow>> {
+    ) -> Result<Vec<(RowId, Staleness)>> {
         let mut out = Vec::new();
         let mut seen: HashSet<RowId> = HashSet::new();
         let mut todo: VecDeque<RowId> = self
@@ -213,31 +213,13 @@ impl Db {
                 continue;
             };
             if !cause.is_settled() {
-                out.push(StaleRow {
-                    table: self.name(*t).to_owned(),
-                    key: k.clone(),
-                    cause,
-                });
+                out.push((row.clone(), cause));
                 // Rows computed from it, of its key, may change too.
                 todo.extend(self.graph.readers(*t).map(|d| (d, k.clone())));
                 from.push(row);
             }
         }
         Ok(out)
-    }
-
-    /// The rows of [`Db::stale_from`], by id.
-    pub(crate) fn stale_rows_from(
-        &self,
-        root: TableId,
-        key: &Key,
-        session: &Session,
-    ) -> Result<Vec<RowId>> {
-        Ok(self
-            .stale_rows_deep(root, key, session)?
-            .into_iter()
-            .filter_map(|r| Some((self.graph.table_id(&r.table).ok()?, r.key)))
-            .collect())
     }
 
     /// The derived rows that one input row makes stale (or that are missing),
@@ -254,7 +236,15 @@ impl Db {
             if self.load_one(root, key)?.is_none() {
                 return Err(self.not_found(root, key));
             }
-            return self.stale_rows_deep(root, key, &Session::new());
+            return Ok(self
+                .stale_rows_from(root, key, &Session::new())?
+                .into_iter()
+                .map(|((t, key), cause)| StaleRow {
+                    table: self.name(t).to_owned(),
+                    key,
+                    cause,
+                })
+                .collect());
         }
         let tables = self.root_family(root);
         let states = self.store().load(&self.graph, &tables, key, Values::None)?;

@@ -221,6 +221,7 @@ impl Db {
         let readers: Vec<RowId> = if self.graph.has_reads() {
             self.stale_rows_from(root, key, &session)?
                 .into_iter()
+                .map(|(row, _)| row)
                 .filter(|(t, k)| self.graph.table(*t).root != root || k != key)
                 .collect()
         } else {
@@ -386,23 +387,20 @@ impl Db {
                     self.store()
                         .readers_changed_since(&self.graph, id, since, None, usize::MAX)?;
                 for keys in keys.chunks(BATCH) {
-                    let keys = keys.to_vec();
-                    {
-                        self.check_cancel()?;
-                        let mode = Mode::Refresh {
-                            seen: self.store().revision()?,
-                        };
-                        let mut batch = Vec::new();
-                        for key in keys {
-                            match self.plan_row(id, &key, mode)? {
-                                Plan::Fresh => {}
-                                Plan::Wait | Plan::Settling => complete = false,
-                                Plan::Work(work) => batch.push((key, work)),
-                            }
+                    self.check_cancel()?;
+                    let mode = Mode::Refresh {
+                        seen: self.store().revision()?,
+                    };
+                    let mut batch = Vec::new();
+                    for key in keys {
+                        match self.plan_row(id, key, mode)? {
+                            Plan::Fresh => {}
+                            Plan::Wait | Plan::Settling => complete = false,
+                            Plan::Work(work) => batch.push((key.clone(), work)),
                         }
-                        worked |= !batch.is_empty();
-                        complete &= self.run_batch(&mut pass, batch, mode)?;
                     }
+                    worked |= !batch.is_empty();
+                    complete &= self.run_batch(&mut pass, batch, mode)?;
                 }
                 if !worked {
                     walked = walked.min(began);

@@ -48,25 +48,28 @@ impl Progress for SqliteStore {
     }
 
     fn tables_settled(&self, graph: &Graph, tables: &[TableId]) -> Result<bool> {
-        let mut settled = true;
-        for &t in tables {
-            let info = graph.table(t).info;
-            if info.input {
-                continue;
-            }
-            settled &= run(|| {
-                Ok(self
-                    .conn
-                    .prepare_cached(
-                        "SELECT coalesce((SELECT epoch_mark FROM rederive_tables WHERE name = ?1), -1)                          >= (SELECT value FROM rederive_meta WHERE key = 'epoch')",
-                    )?
-                    .query_row([info.name], |r| r.get::<_, bool>(0))?)
-            })?;
-            if !settled {
-                break;
-            }
+        let names: Vec<&str> = tables
+            .iter()
+            .map(|&t| graph.table(t).info)
+            .filter(|info| !info.input)
+            .map(|info| info.name)
+            .collect();
+        if names.is_empty() {
+            return Ok(true);
         }
-        Ok(settled)
+        // One read: every table listed, each marked as of the epoch.
+        let sql = format!(
+            "SELECT count(*) = {} FROM rederive_tables WHERE name IN ({}) \
+             AND epoch_mark >= (SELECT value FROM rederive_meta WHERE key = 'epoch')",
+            names.len(),
+            vec!["?"; names.len()].join(", ")
+        );
+        run(|| {
+            Ok(self
+                .conn
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params_from_iter(&names), |r| r.get(0))?)
+        })
     }
 
     fn load_if_settled(

@@ -50,7 +50,7 @@ pub fn watermarks_never_lowered(h: &Harness) {
 /// derived table among the tables is marked as of the current epoch: an
 /// input write or delete anywhere, or an on-demand result, unsettles them
 /// until they are marked again; refresh results do not; an older epoch
-/// mark does not lower a newer one.
+/// mark does not lower a newer one. `tables_settled` agrees at every step.
 pub fn load_if_settled(h: &Harness) {
     run(h, |fx| {
         let db = &*fx.db;
@@ -60,7 +60,15 @@ pub fn load_if_settled(h: &Harness) {
         fx.write(fx.twice, &[ok(1, &[rl], vec![int(6)])])?;
         let chain = fx.g.ancestry(fx.twice);
         assert_eq!(chain, [fx.src, fx.len, fx.twice]);
-        let settled = |k: i64| db.load_if_settled(&fx.g, &chain, &Key::Int(k));
+        let settled = |k: i64| {
+            let state = db.load_if_settled(&fx.g, &chain, &Key::Int(k))?;
+            assert_eq!(
+                db.tables_settled(&fx.g, &chain)?,
+                state.is_some(),
+                "tables_settled agrees with load_if_settled"
+            );
+            Ok::<_, crate::error::Error>(state)
+        };
         let mark_all = || -> crate::error::Result<()> {
             let (rev, epoch) = db.snapshot()?;
             db.mark_processed("Len", rev, epoch)?;
@@ -81,12 +89,14 @@ pub fn load_if_settled(h: &Harness) {
         assert_eq!(settled(99)?, Some(None), "settled, and no row");
         let src = db.load_if_settled(&fx.g, &[fx.src], &Key::Int(1))?;
         assert_eq!(src, Some(fx.state(fx.src, 1)?), "input tables need no mark");
+        assert!(db.tables_settled(&fx.g, &[fx.src])?);
         let tag = fx.g.ancestry(fx.tag_len);
         assert_eq!(
             db.load_if_settled(&fx.g, &tag, &Key::from("t"))?,
             None,
             "TagLen is not marked"
         );
+        assert!(!db.tables_settled(&fx.g, &tag)?);
 
         fx.write(fx.twice, &[ok(1, &[rl], vec![int(7)])])?;
         let now = settled(1)?.flatten().map(|s| s.values);
