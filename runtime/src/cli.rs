@@ -6,7 +6,8 @@
 //! rederive_runtime::cli::main()
 //! ```
 //!
-//! Every command takes `--db PATH` (default: `$REDERIVE_DB`, else the
+//! Every command takes `--db PATH|URL` (a SQLite file or, with the `postgres`
+//! feature, a `postgres://` URL; default: `$REDERIVE_DB`, else the
 //! program's name with `.db`) and `--json`. Exit codes: 0 ok, 1 failures
 //! present where the command reports them, 2 usage or database errors.
 
@@ -24,8 +25,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// The database file [default: $REDERIVE_DB, else the program's name + .db].
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The database: a SQLite file, or a `postgres://` URL when the program
+    /// is built with rederive's `postgres` feature [default: $REDERIVE_DB,
+    /// else the program's name + .db].
+    #[arg(long, global = true, value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -157,7 +160,10 @@ enum Access {
 }
 
 fn open(path: &Path, access: Access) -> Result<Db, Error> {
-    if access != Access::Create && !path.exists() {
+    let url = path
+        .to_str()
+        .is_some_and(|p| crate::storage::url::url_scheme(p).is_some());
+    if access != Access::Create && !url && !path.exists() {
         return Err(Error::NotADatabase {
             path: path.to_owned(),
             reason: "the file does not exist (run `refresh` to create it, or pass --db)".into(),

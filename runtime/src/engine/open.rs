@@ -27,6 +27,14 @@ pub enum OpenMode {
     Read,
 }
 
+/// The backend of a database URL (`postgres://...`); `None` for a file path.
+fn open_location(path: &Path) -> Result<Option<Box<dyn Backend>>> {
+    match path.to_str() {
+        Some(location) => crate::storage::url::open_url(location),
+        None => Ok(None),
+    }
+}
+
 /// A table the database holds that this program no longer has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeftoverTable {
@@ -41,6 +49,11 @@ pub struct LeftoverTable {
 impl Db {
     /// Opens or creates the database at `path` for the graph registered in
     /// this binary, which is checked first.
+    ///
+    /// `path` is a SQLite file, or the URL of a server database when its
+    /// backend is linked in: `postgres://user@host/db` with the `rederive`
+    /// crate's `postgres` feature. A URL whose backend is not linked in is
+    /// an [`Error::NotADatabase`] naming the feature to enable.
     pub fn open(path: impl AsRef<Path>) -> Result<Db> {
         Db::open_with(path, Graph::from_registry()?)
     }
@@ -49,6 +62,9 @@ impl Db {
     /// (see [`OpenMode::Read`]).
     pub fn open_to_read(path: impl AsRef<Path>) -> Result<Db> {
         let path = path.as_ref();
+        if let Some(store) = open_location(path)? {
+            return Db::open_backend_as(store, Graph::from_registry()?, OpenMode::Read);
+        }
         if !path.exists() {
             return Err(Error::NotADatabase {
                 path: path.to_owned(),
@@ -64,9 +80,14 @@ impl Db {
         Db::open_in_memory_with(Graph::from_registry()?)
     }
 
-    /// Opens a database file with an explicitly assembled graph.
+    /// Opens a database file (or URL, as [`Db::open`] does) with an
+    /// explicitly assembled graph.
     pub fn open_with(path: impl AsRef<Path>, graph: Graph) -> Result<Db> {
-        Db::open_backend(Box::new(SqliteStore::open(path.as_ref())?), graph)
+        let path = path.as_ref();
+        if let Some(store) = open_location(path)? {
+            return Db::open_backend(store, graph);
+        }
+        Db::open_backend(Box::new(SqliteStore::open(path)?), graph)
     }
 
     /// Opens an in-memory database with an explicitly assembled graph.

@@ -49,8 +49,10 @@
 
 pub mod conformance;
 mod types;
+pub mod url;
 
 pub use types::*;
+pub use url::UrlBackend;
 
 use crate::clock::Clock;
 use crate::error::Result;
