@@ -436,6 +436,13 @@ fn main() {
         println!("{:.1}", peak_rss_mib().unwrap_or(f64::NAN));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--reads-build") {
+        // Quick look at (h) alone, for profiling.
+        let n: i64 = args[2].parse().unwrap();
+        reads::run_h(&dir, n);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let small = args.iter().any(|a| a == "--small");
     if args.iter().any(|a| a == "--reads") {
         reads::run(&dir, small);

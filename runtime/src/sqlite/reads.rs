@@ -28,27 +28,68 @@ pub(super) const READS_DDL: &str = "
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS rederive_tombstones_by_revision ON rederive_tombstones(tbl, deleted_at);";
 
-/// Replaces the reads recorded for one derived row.
-pub(super) fn replace_reads(
+/// How many reads one multi-row insert records (4 parameters each).
+const READS_PER_INSERT: usize = 256;
+
+/// Records the reads of the rows a batch wrote, replacing what each row
+/// recorded before: `(key, reads, new)`, where a `new` row did not exist
+/// before this batch (so had no reads to forget). The reads go in with
+/// multi-row inserts: fewer statements, the same index entries.
+pub(super) fn record_reads<'a>(
     tx: &Connection,
     graph: &Graph,
     reader: &str,
-    key: &Key,
-    reads: &[Read],
+    rows: impl Iterator<Item = (&'a Key, &'a [Read], bool)>,
 ) -> SqlResult<()> {
-    forget_reader(tx, reader, key)?;
-    let mut insert = tx.prepare_cached(
-        "INSERT OR REPLACE INTO rederive_reads(reader, reader_key, tbl, key, seen) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for r in reads {
-        insert.execute(params![
-            reader,
-            KeyParam(key),
-            graph.table(r.table).info.name,
-            KeyParam(&r.key),
-            r.seen.map(Revision::get),
-        ])?;
+    let mut entries: Vec<(&Key, &Read)> = Vec::new();
+    for (key, reads, new) in rows {
+        if !new {
+            forget_reader(tx, reader, key)?;
+        }
+        entries.extend(reads.iter().map(|r| (key, r)));
+    }
+    let values = |n: usize| {
+        let mut sql = String::from(
+            "INSERT OR REPLACE INTO rederive_reads(reader, reader_key, tbl, key, seen) VALUES ",
+        );
+        for i in 0..n {
+            let p = 2 + 4 * i;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(?1, ?{}, ?{}, ?{}, ?{})", p, p + 1, p + 2, p + 3));
+        }
+        sql
+    };
+    let mut chunks = entries.chunks_exact(READS_PER_INSERT);
+    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
+    let bound: Vec<(KeyParam, &str, KeyParam, Option<i64>)> = entries
+        .iter()
+        .map(|(key, r)| {
+            (
+                KeyParam(key),
+                graph.table(r.table).info.name,
+                KeyParam(&r.key),
+                r.seen.map(Revision::get),
+            )
+        })
+        .collect();
+    let mut at = 0;
+    if chunks.len() > 0 {
+        let mut insert = tx.prepare_cached(&values(READS_PER_INSERT))?;
+        for chunk in chunks.by_ref() {
+            params.clear();
+            params.push(&reader);
+            for (k, t, rk, seen) in &bound[at..at + chunk.len()] {
+                params.extend([k as &dyn rusqlite::ToSql, t, rk, seen]);
+            }
+            insert.execute(&params[..])?;
+            at += chunk.len();
+        }
+    }
+    let mut insert = tx.prepare_cached(&values(1))?;
+    for (k, t, rk, seen) in &bound[at..] {
+        insert.execute(params![reader, k, t, rk, seen])?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::storage::{
 use crate::value::{Key, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, params_from_iter, OptionalExtension, ToSql};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 impl SqliteStore {
     /// The state of one key in `tables`.
@@ -383,6 +383,12 @@ impl Rows for SqliteStore {
                 // Left to the guarded write below, which tells.
                 written[i] = Written::Rejected;
             }
+            // The rows this batch inserted: none had reads recorded.
+            let inserted: HashSet<usize> = new
+                .iter()
+                .copied()
+                .filter(|i| !existing.contains(i))
+                .collect();
             rows.extend(existing);
             // Many rows per statement: fewer statement executions, same work.
             let chunk_rows =
@@ -417,11 +423,13 @@ impl Rows for SqliteStore {
             }
             // The rows written replace their recorded reads.
             if !t.reads.is_empty() {
-                for (o, w) in outcomes.iter().zip(&written) {
-                    if *w != Written::Rejected {
-                        reads::replace_reads(&tx, graph, t.info.name, &o.key, &o.reads)?;
-                    }
-                }
+                let rows = outcomes
+                    .iter()
+                    .zip(&written)
+                    .enumerate()
+                    .filter(|(_, (_, w))| **w != Written::Rejected)
+                    .map(|(i, (o, _))| (&o.key, &o.reads[..], inserted.contains(&i)));
+                reads::record_reads(&tx, graph, t.info.name, rows)?;
             }
             // A root row deleted while its rows were being computed takes
             // them along.
