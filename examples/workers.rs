@@ -134,7 +134,11 @@ fn demo() -> Result<(), Box<dyn std::error::Error>> {
         let status = Command::new(&me).args(["status", "--db", &url]).output()?;
         let text = String::from_utf8_lossy(&status.stdout);
         for line in text.lines().filter(|l| l.contains("running on")) {
-            println!("  [{:>4.1}s] {}", started.elapsed().as_secs_f64(), line.trim());
+            println!(
+                "  [{:>4.1}s] {}",
+                started.elapsed().as_secs_f64(),
+                line.trim()
+            );
         }
         for slot in &mut workers {
             if let Some(child) = slot {
@@ -150,7 +154,11 @@ fn demo() -> Result<(), Box<dyn std::error::Error>> {
     );
     for (i, out) in outputs.iter().enumerate() {
         let text = String::from_utf8_lossy(&out.stdout);
-        println!("  worker {}: {}", i + 1, text.lines().next().unwrap_or("").trim());
+        println!(
+            "  worker {}: {}",
+            i + 1,
+            text.lines().next().unwrap_or("").trim()
+        );
     }
     let report = db.refresh()?;
     println!(

@@ -808,7 +808,7 @@ fn usage_errors_exit_2() {
         assert_eq!(r.stdout, "", "{args:?}");
     }
     sb.run(&["define", "a", "1", "extra"]).code(2);
-    sb.run(&["--db"]).code(2).stderr_has("--db <PATH>");
+    sb.run(&["--db"]).code(2).stderr_has("--db <PATH|URL>");
     // Nothing above changed the database.
     assert_eq!(sb.get("Definition", "answer")["source"], "6 * 7");
     assert_eq!(count(&sb.status(0), "Definition", "rows"), 1);

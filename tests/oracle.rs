@@ -5,6 +5,8 @@
 //! after every refresh, every derived row equals the oracle's; every call of
 //! a function is one the oracle expected (no fresh row is computed, and each
 //! stale row exactly once).
+mod common;
+
 use proptest::prelude::*;
 use rederive::node::{registered_nodes, registered_tables};
 use rederive::{derive_table, Db, Error, Graph, Key, Row, Staleness};
@@ -379,9 +381,14 @@ fn check_explain(db: &Db, model: &Model) {
 
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("oracle.db");
+    run_at(dir.path().join("oracle.db").to_str().unwrap(), ops);
+}
+
+/// Runs the operations against the database at `path` (a new file, or an
+/// empty PostgreSQL database), checking each against the model.
+fn run_at(path: &str, ops: Vec<Op>) {
     let mut model = Model::default();
-    let mut db = Db::open_with(&path, graph_with(&model.code)).unwrap();
+    let mut db = Db::open_with(path, graph_with(&model.code)).unwrap();
     take_calls();
     for op in ops {
         let mut expected = Vec::new();
@@ -417,7 +424,7 @@ fn run(ops: Vec<Op>) {
             Op::Bump(t) => {
                 model.code[*t] += 1;
                 drop(db);
-                db = Db::open_with(&path, graph_with(&model.code)).unwrap();
+                db = Db::open_with(path, graph_with(&model.code)).unwrap();
             }
             Op::Refresh => {
                 let r = db.refresh().unwrap();
@@ -496,6 +503,26 @@ proptest! {
             }
         }));
         run(ops);
+    }
+}
+
+proptest! {
+    // Fewer cases: each makes a database on the server, and every
+    // operation is a round trip.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_agrees_with_the_oracle_on_postgres(ops in prop::collection::vec(op(), 1..30)) {
+        let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(url) = common::postgres_db("oracle") else {
+            return Ok(());
+        };
+        std::panic::set_hook(Box::new(|info| {
+            if !info.to_string().contains("seven") {
+                eprintln!("{info}");
+            }
+        }));
+        run_at(&url, ops);
     }
 }
 

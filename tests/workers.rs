@@ -1,9 +1,10 @@
-//! Several worker processes on one database file: leases make every row
+//! Several worker processes on one database (a SQLite file, or a
+//! PostgreSQL database on a throwaway server): leases make every row
 //! computed exactly once, and a killed worker's rows are taken over after
 //! its leases expire.
 mod common;
 
-use common::{create_calls_db, record_call, refresh_until_done};
+use common::{create_calls_db, postgres_db, record_call, refresh_until_done};
 use rederive::{derive_table, Db, Row};
 use std::path::Path;
 use std::process::{Child, Command};
@@ -49,21 +50,26 @@ fn work(job: &Job) -> Done {
     }
 }
 
-fn setup(dir: &Path, rows: i64, cost_us: i64) -> (std::path::PathBuf, std::path::PathBuf) {
-    let db_path = dir.join("work.db");
+/// Where a test's database is: a file in its directory, or a PostgreSQL
+/// URL.
+fn location(dir: &Path, postgres: Option<String>) -> String {
+    postgres.unwrap_or_else(|| dir.join("work.db").to_str().unwrap().to_owned())
+}
+
+fn setup(db_path: &str, dir: &Path, rows: i64, cost_us: i64) -> std::path::PathBuf {
     let calls = dir.join("calls.db");
     create_calls_db(&calls);
-    let db = Db::open(&db_path).unwrap();
+    let db = Db::open(db_path).unwrap();
     db.put_all((0..rows).map(|id| Job {
         id,
         n: id * 7,
         cost_us,
     }))
     .unwrap();
-    (db_path, calls)
+    calls
 }
 
-fn spawn_worker(db: &Path, calls: &Path, ttl_ms: u64) -> Child {
+fn spawn_worker(db: &str, calls: &Path, ttl_ms: u64) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "worker_process",
@@ -107,12 +113,10 @@ fn calls_per_id(calls: &Path) -> Vec<(i64, i64)> {
         .collect()
 }
 
-#[test]
-fn three_processes_compute_every_row_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db_path, calls) = setup(dir.path(), 2000, 200);
+fn three_processes(db_path: &str, dir: &Path) {
+    let calls = setup(db_path, dir, 2000, 200);
     let mut workers: Vec<Child> = (0..3)
-        .map(|_| spawn_worker(&db_path, &calls, 30_000))
+        .map(|_| spawn_worker(db_path, &calls, 30_000))
         .collect();
     for w in &mut workers {
         assert!(w.wait().unwrap().success(), "a worker failed");
@@ -127,9 +131,24 @@ fn three_processes_compute_every_row_exactly_once() {
         .query_row("SELECT count(DISTINCT pid) FROM calls", [], |r| r.get(0))
         .unwrap();
     assert!(pids >= 2, "only {pids} process did the work");
-    let db = Db::open(&db_path).unwrap();
+    let db = Db::open(db_path).unwrap();
     assert_eq!(db.refresh().unwrap().calls(), 0);
     assert_eq!(db.get::<Done>(1234i64).unwrap().digest, digest(1234 * 7));
+}
+
+#[test]
+fn three_processes_compute_every_row_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    three_processes(&location(dir.path(), None), dir.path());
+}
+
+#[test]
+fn three_processes_compute_every_row_exactly_once_on_postgres() {
+    let Some(url) = postgres_db("three_processes") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    three_processes(&location(dir.path(), Some(url)), dir.path());
 }
 
 /// Waits (60 s at most) until workers have recorded `n` calls.
@@ -151,37 +170,43 @@ fn wait_for_calls(calls: &Path, n: i64) {
     }
 }
 
-#[test]
-fn a_killed_worker_is_taken_over_after_its_leases_expire() {
-    let dir = tempfile::tempdir().unwrap();
+fn killed_worker_taken_over(db_path: &str, dir: &Path) {
     let rows = 400;
-    let (db_path, calls) = setup(dir.path(), rows, 3_000);
+    let calls = setup(db_path, dir, rows, 3_000);
     let ttl_ms = 1_000;
-    let mut victim = spawn_worker(&db_path, &calls, ttl_ms);
+    let mut victim = spawn_worker(db_path, &calls, ttl_ms);
     // Kill it in the middle of its refresh.
     wait_for_calls(&calls, 40);
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
 
-    let db = Db::open(&db_path).unwrap();
+    let db = Db::open(db_path).unwrap();
     db.set_lease_ttl(Duration::from_millis(ttl_ms));
     let started = Instant::now();
     refresh_until_done(&db);
     assert!(started.elapsed() < Duration::from_secs(60));
 
-    let conn = rusqlite::Connection::open(&db_path).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    let inputs: i64 = conn
-        .query_row("SELECT count(*) FROM Job", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(inputs, rows, "no input row lost");
-    let leases: i64 = conn
-        .query_row("SELECT count(*) FROM rederive_leases", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(leases, 0, "every lease released or taken over");
+    if !db_path.starts_with("postgres") {
+        let conn = rusqlite::Connection::open(db_path).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+    let status = db.status().unwrap();
+    let table = |name: &str| status.iter().find(|t| t.table == name).unwrap();
+    assert_eq!(table("Job").rows, rows as u64, "no input row lost");
+    assert_eq!(table("Done").rows, rows as u64, "every row stored");
+    assert_eq!(
+        table("Done").running,
+        0,
+        "every lease released or taken over"
+    );
+    assert!(
+        table("Done").workers.is_empty(),
+        "{:?}",
+        table("Done").workers
+    );
     // The final state equals a clean single-process refresh.
     for id in 0..rows {
         assert_eq!(
@@ -194,6 +219,21 @@ fn a_killed_worker_is_taken_over_after_its_leases_expire() {
     // The victim did part of the work before it died.
     let by_victim = calls_per_id(&calls).len() as i64;
     assert!((40..rows).contains(&by_victim), "{by_victim}");
+}
+
+#[test]
+fn a_killed_worker_is_taken_over_after_its_leases_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    killed_worker_taken_over(&location(dir.path(), None), dir.path());
+}
+
+#[test]
+fn a_killed_worker_is_taken_over_after_its_leases_expire_on_postgres() {
+    let Some(url) = postgres_db("killed_worker") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    killed_worker_taken_over(&location(dir.path(), Some(url)), dir.path());
 }
 
 #[test]
@@ -231,7 +271,8 @@ fn a_killed_worker_loses_less_than_a_second_of_work() {
     let dir = tempfile::tempdir().unwrap();
     let rows = 400;
     let cost = Duration::from_millis(20);
-    let (db_path, calls) = setup(dir.path(), rows, cost.as_micros() as i64);
+    let db_path = location(dir.path(), None);
+    let calls = setup(&db_path, dir.path(), rows, cost.as_micros() as i64);
     let ttl_ms = 1_000;
     let mut victim = spawn_worker(&db_path, &calls, ttl_ms);
     // Let it work for a few seconds (it computes rows all along): without

@@ -4,7 +4,9 @@
 //! cargo run --release -p rederive-bench            # N = 1,000,000 vs 10,000
 //! cargo run --release -p rederive-bench -- --small # N = 100,000 vs 1,000 (quick look)
 //! cargo run --release -p rederive-bench -- --reads # cross-row reads: (g), (h), (i)
+//! cargo run --release -p rederive-bench -- --pg    # PostgreSQL: build, scaling, claims
 //! ```
+mod pg;
 mod reads;
 
 use rederive::{derive_table, Db, Row};
@@ -103,7 +105,13 @@ const PUT_BATCH: usize = 50_000;
 
 fn build(path: &Path, n: usize) -> Db {
     let _ = std::fs::remove_file(path);
-    let db = Db::open(path).expect("open");
+    build_on(path, n)
+}
+
+/// Writes N items into the database at `location` (a new file or an
+/// empty PostgreSQL database).
+fn build_on(location: impl AsRef<Path>, n: usize) -> Db {
+    let db = Db::open(location).expect("open");
     let mut start = 0;
     while start < n {
         let end = (start + PUT_BATCH).min(n);
@@ -434,6 +442,16 @@ fn main() {
         let r = db.refresh().unwrap();
         assert_eq!(r.computed as usize, 3 * n);
         println!("{:.1}", peak_rss_mib().unwrap_or(f64::NAN));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--pg-worker") {
+        // Child process of the PostgreSQL figures.
+        pg::worker(&args[2], args.get(3).map(|t| t.parse().unwrap()));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--pg") {
+        pg::run(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     if args.get(1).map(String::as_str) == Some("--reads-build") {

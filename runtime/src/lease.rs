@@ -31,6 +31,10 @@ pub(crate) struct Executed {
     pub stopped: Vec<Stopped>,
 }
 
+/// About how long a worker's threads compute the rows of one claim: slow
+/// rows are claimed a few at a time, fast ones a whole batch at once.
+pub(crate) const CLAIM_SLICE: Duration = Duration::from_millis(250);
+
 /// How long a lease lasts unless extended.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
@@ -159,6 +163,70 @@ impl Db {
     /// cycle of reads) are given back and returned, for the caller to
     /// resolve; `stack` are the rows waiting on this batch's, for cycles.
     pub(crate) fn execute(
+        &self,
+        session: &Session,
+        id: TableId,
+        batch: Vec<(Key, Work)>,
+        mode: Mode,
+        stack: &[(TableId, Key)],
+    ) -> Result<Executed> {
+        if !self.leasing.load(Ordering::Relaxed) {
+            return self.execute_slice(session, id, batch, mode, stack);
+        }
+        // Slow rows are claimed a slice at a time, so that workers arriving
+        // meanwhile find rows to share instead of one worker holding all.
+        let mut rest = batch.into_iter();
+        let mut out = Executed {
+            report: TableReport::default(),
+            stopped: Vec::new(),
+        };
+        loop {
+            let slice: Vec<_> = rest.by_ref().take(self.slice_len(id)).collect();
+            if slice.is_empty() {
+                return Ok(out);
+            }
+            let rows = slice.len() as u64;
+            let started = std::time::Instant::now();
+            let done = self.execute_slice(session, id, slice, mode, stack)?;
+            let computed = done.report.calls();
+            if computed > 0 {
+                self.note_row_cost(id, started.elapsed(), computed.min(rows));
+            }
+            out.report.add(&done.report);
+            out.stopped.extend(done.stopped);
+        }
+    }
+
+    /// How many rows of a batch to claim at once: what this worker's threads
+    /// compute in about [`CLAIM_SLICE`], from what rows of the table took
+    /// lately; one per thread until that is known.
+    fn slice_len(&self, id: TableId) -> usize {
+        let threads = rayon::current_num_threads().max(1);
+        let ns = self.row_cost_ns[id.index()].load(Ordering::Relaxed);
+        if ns == 0 {
+            return threads;
+        }
+        let per_thread = (CLAIM_SLICE.as_nanos() as u64 / ns).max(1) as usize;
+        per_thread.saturating_mul(threads)
+    }
+
+    /// Folds a slice's time per row into the table's running estimate.
+    fn note_row_cost(&self, id: TableId, took: Duration, rows: u64) {
+        let threads = rayon::current_num_threads().max(1) as u64;
+        // Wall time of the slice, times the threads that shared it.
+        let measured = (took.as_nanos() as u64).saturating_mul(threads) / rows.max(1);
+        let cost = &self.row_cost_ns[id.index()];
+        let old = cost.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            measured
+        } else {
+            (old + measured) / 2
+        };
+        cost.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// [`Db::execute`] for one claim.
+    fn execute_slice(
         &self,
         session: &Session,
         id: TableId,

@@ -74,3 +74,13 @@ pub fn refresh_until_done(db: &rederive::Db) {
         }
     }
 }
+
+/// A fresh PostgreSQL database for one test, on the throwaway server this
+/// test binary shares (started on first use, stopped when the process
+/// ends); `None` when PostgreSQL is not installed, after saying that the
+/// test skipped (with `REDERIVE_REQUIRE_POSTGRES=1`, as CI sets, a missing
+/// server fails the test instead).
+#[allow(dead_code)]
+pub fn postgres_db(test: &str) -> Option<String> {
+    rederive_postgres::testing::database_or_skip(test)
+}

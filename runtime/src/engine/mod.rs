@@ -31,7 +31,7 @@ use crate::lease::Heartbeat;
 use crate::row::Row;
 use crate::storage::{Backend, ChangeToken};
 use crate::value::Key;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -75,6 +75,10 @@ pub struct Db {
     /// Whether the last claim found this worker alone (or used no leases):
     /// then larger batches pay off.
     pub(crate) alone: AtomicBool,
+    /// For each table, what computing and writing one row took lately, in
+    /// nanoseconds (0: not measured yet): claims of slow rows are sized by
+    /// it, so that one worker does not claim what others could share.
+    pub(crate) row_cost_ns: Vec<AtomicU64>,
 }
 
 impl Drop for Db {

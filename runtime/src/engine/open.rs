@@ -11,7 +11,7 @@ use crate::sqlite::SqliteStore;
 use crate::storage::Backend;
 use serde::Serialize;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 /// Whether opening may create and alter tables.
@@ -122,6 +122,7 @@ impl Db {
             store.apply_schema(&graph, &codes)?;
         }
         let ancestry = graph.ids().map(|id| graph.ancestry(id)).collect();
+        let row_cost_ns = graph.ids().map(|_| AtomicU64::new(0)).collect();
         let dependencies: Vec<Vec<_>> = graph.ids().map(|id| graph.dependencies(id)).collect();
         let reads_upstream = dependencies
             .iter()
@@ -153,6 +154,7 @@ impl Db {
             cancel: Arc::new(AtomicBool::new(false)),
             registered: AtomicBool::new(false),
             alone: AtomicBool::new(false),
+            row_cost_ns,
         })
     }
 

@@ -1,0 +1,158 @@
+//! PostgreSQL figures: the full build on PostgreSQL against SQLite, how a
+//! CPU-bound pipeline scales with worker processes, and how many rows
+//! worker processes claim (and complete) a second under contention.
+//!
+//! The server is a throwaway one the bench starts itself (Debian's
+//! `postgresql` package), on this machine, over loopback: what one machine
+//! measures, not a tuned database server. It runs with `fsync=off`.
+
+use crate::{build_on, Heavy};
+use rederive::postgres::testing::TestServer;
+use rederive::Db;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Rows of the full build on both backends.
+const BUILD_ROWS: usize = 100_000;
+/// The CPU-bound pipeline: rows, and the work per row.
+const SLOW_ROWS: i64 = 400;
+const SLOW_COST_US: i64 = 5_000;
+/// The contention figure: trivial rows, and processes claiming them.
+const CLAIM_ROWS: i64 = 40_000;
+const CLAIM_WORKERS: usize = 4;
+
+/// Runs the PostgreSQL figures, printing them.
+pub fn run(dir: &Path) {
+    let server = match TestServer::start() {
+        Ok(s) => s,
+        Err(skip) => {
+            println!("PostgreSQL figures skipped: {skip}");
+            return;
+        }
+    };
+    println!("PostgreSQL (a throwaway server on loopback, fsync off)\n");
+
+    // The full build, same graph and rows, on each backend.
+    let path = dir.join("pg-vs-sqlite.db");
+    let db = build_on(&path, BUILD_ROWS);
+    let started = Instant::now();
+    let r = db.refresh().unwrap();
+    let sqlite = started.elapsed();
+    assert_eq!(r.computed as usize, 3 * BUILD_ROWS);
+    drop(db);
+    let url = server.new_database("build").unwrap();
+    let db = build_on(&url, BUILD_ROWS);
+    let started = Instant::now();
+    let r = db.refresh().unwrap();
+    let pg = started.elapsed();
+    assert_eq!(r.computed as usize, 3 * BUILD_ROWS);
+    drop(db);
+    println!(
+        "full build, {BUILD_ROWS} rows x 3 tables: SQLite {sqlite:.2?} ({:.0} rows/s), PostgreSQL {pg:.2?} \
+         ({:.0} rows/s): PostgreSQL at {:.2} of SQLite's throughput",
+        (3 * BUILD_ROWS) as f64 / sqlite.as_secs_f64(),
+        (3 * BUILD_ROWS) as f64 / pg.as_secs_f64(),
+        sqlite.as_secs_f64() / pg.as_secs_f64()
+    );
+
+    // A CPU-bound function with 1, 2 and 4 worker processes, each with one
+    // computing thread (as if each were a one-core machine).
+    let mut times = Vec::new();
+    for workers in [1usize, 2, 4] {
+        let url = server.new_database(&format!("slow{workers}")).unwrap();
+        let db = Db::open(&url).unwrap();
+        db.put_all((0..SLOW_ROWS).map(|id| Heavy {
+            id,
+            cost_us: SLOW_COST_US,
+        }))
+        .unwrap();
+        let started = Instant::now();
+        wait_all(spawn_workers(&url, workers, Some(1)));
+        let d = started.elapsed();
+        assert_eq!(db.refresh().unwrap().calls(), 0, "the workers left rows");
+        times.push((workers, d));
+    }
+    let one = times[0].1.as_secs_f64();
+    let line: Vec<String> = times
+        .iter()
+        .map(|(w, d)| format!("{w} worker(s) {d:.2?} ({:.2}x)", one / d.as_secs_f64()))
+        .collect();
+    println!(
+        "CPU-bound function (~{} ms/row), {SLOW_ROWS} rows, worker processes of one thread each: {} \
+         (target: 2 workers >= 1.8x on this 2-core machine)",
+        SLOW_COST_US / 1000,
+        line.join(", ")
+    );
+
+    // Claims under contention: four processes (all threads each) racing
+    // for the same trivial rows; every row claimed, computed, written.
+    let url = server.new_database("claims").unwrap();
+    let db = Db::open(&url).unwrap();
+    db.put_all((0..CLAIM_ROWS).map(|id| Heavy { id, cost_us: 0 }))
+        .unwrap();
+    let started = Instant::now();
+    wait_all(spawn_workers(&url, CLAIM_WORKERS, None));
+    let d = started.elapsed();
+    assert_eq!(db.refresh().unwrap().calls(), 0, "the workers left rows");
+    println!(
+        "claims under contention: {CLAIM_WORKERS} processes, {CLAIM_ROWS} rows claimed, computed and \
+         written in {d:.2?}: {:.0} rows/s",
+        CLAIM_ROWS as f64 / d.as_secs_f64()
+    );
+    // A second figure for the same: one process alone.
+    let url = server.new_database("claims1").unwrap();
+    let db = Db::open(&url).unwrap();
+    db.put_all((0..CLAIM_ROWS).map(|id| Heavy { id, cost_us: 0 }))
+        .unwrap();
+    let started = Instant::now();
+    wait_all(spawn_workers(&url, 1, None));
+    let d1 = started.elapsed();
+    println!(
+        "    the same rows, one process alone: {d1:.2?}: {:.0} rows/s",
+        CLAIM_ROWS as f64 / d1.as_secs_f64()
+    );
+}
+
+/// Starts worker processes (this binary, `--pg-worker URL [THREADS]`).
+fn spawn_workers(url: &str, n: usize, threads: Option<usize>) -> Vec<Child> {
+    (0..n)
+        .map(|_| {
+            let mut c = Command::new(std::env::current_exe().unwrap());
+            c.args(["--pg-worker", url]);
+            if let Some(t) = threads {
+                c.arg(t.to_string());
+            }
+            c.spawn().expect("spawn a worker")
+        })
+        .collect()
+}
+
+fn wait_all(workers: Vec<Child>) {
+    for mut w in workers {
+        assert!(w.wait().unwrap().success(), "a worker failed");
+    }
+}
+
+/// The body of a worker process: refreshes until nothing is left that no
+/// other worker holds.
+pub fn worker(url: &str, threads: Option<usize>) {
+    let db = Db::open(url).expect("open");
+    let work = || loop {
+        let r = db.refresh().expect("refresh");
+        if r.skipped == 0 && r.calls() == 0 {
+            return;
+        }
+        if r.skipped > 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    match threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+            .install(work),
+        None => work(),
+    }
+}
