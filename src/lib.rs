@@ -153,11 +153,11 @@
 #![warn(missing_docs)]
 
 pub use rederive_itc as itc;
+pub use rederive_macros::{derive_table, Row};
 /// The PostgreSQL backend (cargo feature `postgres`): linking it in is what
 /// lets [`Db::open`] take `postgres://` URLs.
 #[cfg(feature = "postgres")]
 pub use rederive_postgres as postgres;
-pub use rederive_macros::{derive_table, Row};
 pub use rederive_runtime::{
     catalog, cli, clock, code, ctx, dynamic, engine, error, graph, judge, node, report, row,
     sqlite, staleness, storage, value, watch, Column, ColumnDef, Ctx, Db, Derived, Error,
