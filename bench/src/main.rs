@@ -50,6 +50,42 @@ pub struct HeavyOut {
     pub h: i64,
 }
 
+/// Input of the PostgreSQL scaling figure: a fixed amount of CPU work per
+/// row (`iters` rounds of a hash), the same whatever the scheduler does
+/// (a function that spins until a deadline would finish early when
+/// preempted).
+#[derive(Row, Debug, Clone, PartialEq)]
+#[row(input)]
+pub struct Cpu {
+    #[row(key)]
+    pub id: i64,
+    pub iters: i64,
+}
+
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct CpuOut {
+    pub h: i64,
+}
+
+/// `iters` rounds of a multiplicative hash.
+pub fn spin(seed: i64, iters: i64) -> i64 {
+    let mut h = seed;
+    for _ in 0..iters {
+        h = std::hint::black_box(
+            h.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407),
+        );
+    }
+    h
+}
+
+#[derive_table]
+fn crunch(x: &Cpu) -> CpuOut {
+    CpuOut {
+        h: spin(x.id, x.iters) & 0xff,
+    }
+}
+
 #[derive_table]
 fn burn(x: &Heavy) -> HeavyOut {
     let until = Instant::now() + Duration::from_micros(x.cost_us as u64);
@@ -447,6 +483,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--pg-worker") {
         // Child process of the PostgreSQL figures.
         pg::worker(&args[2], args.get(3).map(|t| t.parse().unwrap()));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--pg-claims") {
+        pg::claims(&rederive::postgres::testing::TestServer::start().unwrap());
         return;
     }
     if args.get(1).map(String::as_str) == Some("--pg") {

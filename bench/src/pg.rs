@@ -6,7 +6,7 @@
 //! `postgresql` package), on this machine, over loopback: what one machine
 //! measures, not a tuned database server. It runs with `fsync=off`.
 
-use crate::{build_on, Heavy};
+use crate::{build_on, spin, Cpu, Heavy};
 use rederive::postgres::testing::TestServer;
 use rederive::Db;
 use std::path::Path;
@@ -58,15 +58,13 @@ pub fn run(dir: &Path) {
 
     // A CPU-bound function with 1, 2 and 4 worker processes, each with one
     // computing thread (as if each were a one-core machine).
+    let iters = iterations_for(Duration::from_micros(SLOW_COST_US as u64));
     let mut times = Vec::new();
     for workers in [1usize, 2, 4] {
         let url = server.new_database(&format!("slow{workers}")).unwrap();
         let db = Db::open(&url).unwrap();
-        db.put_all((0..SLOW_ROWS).map(|id| Heavy {
-            id,
-            cost_us: SLOW_COST_US,
-        }))
-        .unwrap();
+        db.put_all((0..SLOW_ROWS).map(|id| Cpu { id, iters }))
+            .unwrap();
         let started = Instant::now();
         wait_all(spawn_workers(&url, workers, Some(1)));
         let d = started.elapsed();
@@ -85,9 +83,17 @@ pub fn run(dir: &Path) {
         line.join(", ")
     );
 
+    claims(&server);
+}
+
+/// Claims under contention, and one process alone.
+pub fn claims(server: &TestServer) {
     // Claims under contention: four processes (all threads each) racing
     // for the same trivial rows; every row claimed, computed, written.
     let url = server.new_database("claims").unwrap();
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("claims database: {url}");
+    }
     let db = Db::open(&url).unwrap();
     db.put_all((0..CLAIM_ROWS).map(|id| Heavy { id, cost_us: 0 }))
         .unwrap();
@@ -114,6 +120,21 @@ pub fn run(dir: &Path) {
     );
 }
 
+/// How many rounds of [`spin`] take `target` on this machine (the fastest
+/// of a few tries).
+fn iterations_for(target: Duration) -> i64 {
+    let probe = 1_000_000;
+    let best = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(spin(1, probe));
+            started.elapsed()
+        })
+        .min()
+        .unwrap();
+    (probe as f64 * target.as_secs_f64() / best.as_secs_f64()) as i64
+}
+
 /// Starts worker processes (this binary, `--pg-worker URL [THREADS]`).
 fn spawn_workers(url: &str, n: usize, threads: Option<usize>) -> Vec<Child> {
     (0..n)
@@ -138,8 +159,19 @@ fn wait_all(workers: Vec<Child>) {
 /// other worker holds.
 pub fn worker(url: &str, threads: Option<usize>) {
     let db = Db::open(url).expect("open");
+    let verbose = std::env::var_os("BENCH_VERBOSE").is_some();
+    let started = Instant::now();
     let work = || loop {
         let r = db.refresh().expect("refresh");
+        if verbose {
+            eprintln!(
+                "  worker {} at {:.2?}: {} calls, {} skipped",
+                std::process::id(),
+                started.elapsed(),
+                r.calls(),
+                r.skipped
+            );
+        }
         if r.skipped == 0 && r.calls() == 0 {
             return;
         }
