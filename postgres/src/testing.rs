@@ -194,6 +194,12 @@ impl TestServer {
         self.port
     }
 
+    /// The server's temporary directory (its data, socket and log), removed
+    /// when the server stops.
+    pub fn directory(&self) -> &Path {
+        &self.root
+    }
+
     /// The directory of the server's Unix socket.
     pub fn socket_dir(&self) -> PathBuf {
         self.root.join("sock")
