@@ -15,7 +15,7 @@ use crate::PgStore;
 use rederive_runtime::error::Result;
 use rederive_runtime::storage::{Claim, ClaimMode, Fence, Leases, RunningWork};
 use rederive_runtime::value::Key;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// The class of the tables' advisory locks (two-key form: this class, and
@@ -37,6 +37,58 @@ fn try_table_lock(c: &mut Conn, table: &str, exclusive: bool) -> PgResult<bool> 
         "SELECT pg_try_advisory_xact_lock_shared($1, hashtext($2))"
     };
     Ok(c.query_one(sql, &[&TABLE_LOCK_CLASS, &table])?.try_get(0)?)
+}
+
+/// The table lease of a table, as a claim finds it.
+enum TableLease {
+    /// There is none.
+    Free,
+    /// Locked by this transaction (`FOR UPDATE`): its owner and expiry.
+    Locked { owner: String, expires: i64 },
+    /// Another owner's, locked by another transaction: a write under it,
+    /// a heartbeat, a takeover or a release is in progress. In use.
+    Busy,
+}
+
+/// Locks the table lease of `table` for this claim, without waiting for
+/// another owner's: a lease another transaction has locked is in use.
+/// The claimant's own lease can only be locked by its worker's heartbeat,
+/// for a moment: that one is waited for.
+fn lock_table_lease(c: &mut Conn, table: &str, owner: &str) -> PgResult<TableLease> {
+    let locked = |r: &postgres::Row| -> PgResult<TableLease> {
+        Ok(TableLease::Locked {
+            owner: r.try_get(0)?,
+            expires: r.try_get(1)?,
+        })
+    };
+    if let Some(r) = c.query_opt(
+        "SELECT owner, expires_ms FROM rederive_table_leases WHERE tbl = $1 FOR UPDATE SKIP LOCKED",
+        &[&table],
+    )? {
+        return locked(&r);
+    }
+    let held_by: Option<String> = c
+        .query_opt(
+            "SELECT owner FROM rederive_table_leases WHERE tbl = $1",
+            &[&table],
+        )?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    match held_by {
+        None => Ok(TableLease::Free),
+        Some(o) if o == owner => {
+            match c.query_opt(
+                "SELECT owner, expires_ms FROM rederive_table_leases WHERE tbl = $1 AND owner = $2 \
+                 FOR UPDATE",
+                &[&table, &owner],
+            )? {
+                Some(r) => locked(&r),
+                // Taken over or given back meanwhile.
+                None => Ok(TableLease::Busy),
+            }
+        }
+        Some(_) => Ok(TableLease::Busy),
+    }
 }
 
 /// What a claim needs to know about time and its claimant.
@@ -96,14 +148,12 @@ fn claim_table(c: &mut Conn, who: &Claimant<'_>, rows: usize) -> PgResult<bool> 
         return Ok(false);
     }
     // The table lease: new, expired, or already this owner's.
-    let lease = c.query_opt(
-        "SELECT owner, expires_ms FROM rederive_table_leases WHERE tbl = $1 FOR UPDATE SKIP LOCKED",
-        &[&table],
-    )?;
     let rows = rows as i64;
-    match lease {
-        Some(r) => {
-            let (held_by, expires): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
+    match lock_table_lease(c, table, owner)? {
+        TableLease::Locked {
+            owner: held_by,
+            expires,
+        } => {
             if held_by != owner && expires >= now {
                 return Ok(false);
             }
@@ -113,17 +163,8 @@ fn claim_table(c: &mut Conn, who: &Claimant<'_>, rows: usize) -> PgResult<bool> 
                 &[&table, &worker, &owner, &rows, &until],
             )?;
         }
-        None => {
-            let exists: bool = c
-                .query_one(
-                    "SELECT EXISTS(SELECT 1 FROM rederive_table_leases WHERE tbl = $1)",
-                    &[&table],
-                )?
-                .try_get(0)?;
-            if exists {
-                // Locked by a write under it, or a heartbeat: in use.
-                return Ok(false);
-            }
+        TableLease::Busy => return Ok(false),
+        TableLease::Free => {
             // No other transaction inserts a table lease while this one
             // holds the table's advisory lock exclusively.
             c.execute(
@@ -158,13 +199,11 @@ fn claim_rows(c: &mut Conn, who: &Claimant<'_>, keys: &[&Key]) -> PgResult<Vec<b
         // A whole-table claim is in progress.
         return Ok(none);
     }
-    let lease = c.query_opt(
-        "SELECT owner, expires_ms FROM rederive_table_leases WHERE tbl = $1 FOR UPDATE SKIP LOCKED",
-        &[&table],
-    )?;
-    match lease {
-        Some(r) => {
-            let (held_by, expires): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
+    match lock_table_lease(c, table, owner)? {
+        TableLease::Locked {
+            owner: held_by,
+            expires,
+        } => {
             if expires < now {
                 // An expired table lease is taken over row by row: remove
                 // it, so that its owner's fence fails should it come back.
@@ -177,34 +216,23 @@ fn claim_rows(c: &mut Conn, who: &Claimant<'_>, keys: &[&Key]) -> PgResult<Vec<b
                 return Ok(none);
             }
         }
-        None => {
-            let exists: bool = c
-                .query_one(
-                    "SELECT EXISTS(SELECT 1 FROM rederive_table_leases WHERE tbl = $1)",
-                    &[&table],
-                )?
-                .try_get(0)?;
-            if exists {
-                // Being written under, extended or given back: in use.
-                return Ok(none);
-            }
-        }
+        TableLease::Busy => return Ok(none),
+        TableLease::Free => {}
     }
     let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
     let mut wanted: Vec<&Vec<u8>> = encoded.iter().collect();
     wanted.sort();
     wanted.dedup();
-    // Which keys have a lease row at all, and which of those this claim
-    // may take (its owner's, or expired) and could lock.
-    let existing: HashSet<Vec<u8>> = c
-        .query(
-            "SELECT key FROM rederive_leases WHERE tbl = $1 AND key = ANY($2::bytea[])",
-            &[&table, &wanted],
-        )?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    let takeable: Vec<Vec<u8>> = c
+    // Which keys have a lease row at all (and whose), and which of those
+    // this claim may take (its owner's, or expired) and could lock.
+    let mut existing: HashMap<Vec<u8>, String> = HashMap::new();
+    for r in c.query(
+        "SELECT key, owner FROM rederive_leases WHERE tbl = $1 AND key = ANY($2::bytea[])",
+        &[&table, &wanted],
+    )? {
+        existing.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    let mut takeable: Vec<Vec<u8>> = c
         .query(
             "SELECT key FROM rederive_leases WHERE tbl = $1 AND key = ANY($2::bytea[]) \
              AND (owner = $3 OR expires_ms < $4) ORDER BY key FOR UPDATE SKIP LOCKED",
@@ -213,6 +241,25 @@ fn claim_rows(c: &mut Conn, who: &Claimant<'_>, keys: &[&Key]) -> PgResult<Vec<b
         .iter()
         .map(|r| r.try_get(0))
         .collect::<Result<_, _>>()?;
+    // The claimant's own leases that another transaction has locked: its
+    // worker's heartbeat, for a moment (or a takeover of an expired one,
+    // after which they are no longer its own). Waited for.
+    let locked: HashSet<&Vec<u8>> = takeable.iter().collect();
+    let own_busy: Vec<&Vec<u8>> = existing
+        .iter()
+        .filter(|(k, o)| *o == owner && !locked.contains(k))
+        .map(|(k, _)| k)
+        .collect();
+    if !own_busy.is_empty() {
+        let waited = c.query(
+            "SELECT key FROM rederive_leases WHERE tbl = $1 AND key = ANY($2::bytea[]) \
+             AND owner = $3 ORDER BY key FOR UPDATE",
+            &[&table, &own_busy, &owner],
+        )?;
+        for r in &waited {
+            takeable.push(r.try_get(0)?);
+        }
+    }
     let mut granted: HashSet<Vec<u8>> = HashSet::new();
     if !takeable.is_empty() {
         c.execute(
@@ -225,7 +272,7 @@ fn claim_rows(c: &mut Conn, who: &Claimant<'_>, keys: &[&Key]) -> PgResult<Vec<b
     let absent: Vec<&Vec<u8>> = wanted
         .iter()
         .copied()
-        .filter(|k| !existing.contains(*k) && !takeable.contains(*k))
+        .filter(|k| !existing.contains_key(*k) && !takeable.contains(*k))
         .collect();
     granted.extend(takeable);
     if !absent.is_empty() {

@@ -69,17 +69,22 @@
 //!
 //! # Claims
 //!
-//! Claims, heartbeats and releases take no revision and never wait for the
-//! revision lock, nor for one another's row locks:
+//! Claims, heartbeats and releases take no revision, and never wait for
+//! the revision lock. A claim never waits for another owner's lease:
 //!
-//! - A row claim locks the lease rows it may take over (its own, or
-//!   expired) with `SELECT .. FOR UPDATE SKIP LOCKED`. A lease row locked
-//!   by someone else is being written under (its owner's fenced write is
-//!   giving it back), taken over or given back: the row is busy, and is
-//!   skipped as held, rather than waited for. Keys without a lease row are
-//!   inserted in key order with `ON CONFLICT DO NOTHING` (the one wait a
-//!   claim can meet is another claim's insert of the same new key, which
-//!   commits at once).
+//! - A row claim locks the lease rows it may take over (its owner's, or
+//!   expired ones) with `SELECT .. FOR UPDATE SKIP LOCKED`, as job queues
+//!   on PostgreSQL claim jobs: a lease row that another transaction holds
+//!   is being written under (its owner's fenced write is giving it back),
+//!   taken over or given back, so the row is busy and is passed over as
+//!   held, rather than waited for while a whole batch is written. Keys
+//!   without a lease row are inserted in key order with `ON CONFLICT DO
+//!   NOTHING`; the one wait this can meet is another claim's insert of the
+//!   same new key, which commits at once (and two claims insert in the
+//!   same order, so they never deadlock).
+//! - The claimant's own leases can only be locked by its worker's
+//!   heartbeat, for a moment: those it waits for, so that a heartbeat
+//!   never makes a worker lose its own rows.
 //! - `TableIfAlone` takes a transaction-level advisory lock on the table
 //!   (`pg_try_advisory_xact_lock`); row claims take the same lock shared.
 //!   A table claim and row claims of one table are thus never in progress
@@ -91,10 +96,17 @@
 //!   back with the write); a table fence by locking the table lease
 //!   `FOR KEY SHARE`, which a takeover (`FOR UPDATE`) cannot pass while
 //!   the write is in progress, and a heartbeat's `UPDATE` can.
-//! - A heartbeat extends its worker's row leases with `FOR UPDATE SKIP
-//!   LOCKED` (a lease locked by someone else is being given back or taken
-//!   over: extending it would be undone), its table leases and its
-//!   registration.
+//! - A heartbeat extends its worker's table leases, its row leases with
+//!   `FOR UPDATE SKIP LOCKED` (a row lease locked by another transaction
+//!   is being given back or taken over: extending it would be undone),
+//!   and its registration.
+//!
+//! # Limits
+//!
+//! Connections are not encrypted (the `postgres` crate without a TLS
+//! connector): reach a remote server over a trusted network, a Unix
+//! socket, or a tunnel. Table and column names are limited to PostgreSQL's
+//! 63 bytes (longer ones are refused rather than cut).
 //!
 //! [`Clock`]: rederive_runtime::clock::Clock
 //! [`Rows::begin_snapshot`]: rederive_runtime::storage::Rows::begin_snapshot

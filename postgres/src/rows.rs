@@ -408,19 +408,19 @@ impl PgStore {
         if !Self::table_fence_holds(c, t.info.name, fence)? {
             return Ok(written);
         }
-        let held = match fence {
+        let mut held = match fence {
             Fence::Rows { owner } => Some(Self::take_row_leases(c, t.info.name, owner, outcomes)?),
             _ => None,
         };
         // The rows whose lease is held: new rows (inserted without
-        // comparing) and the others (written under the guard).
+        // comparing) and the others (written under the guard). The write
+        // gives a lease back: a key given twice is written once.
         let (mut new, mut guarded) = (Vec::new(), Vec::new());
         for (i, o) in outcomes.iter().enumerate() {
-            if held
-                .as_ref()
-                .is_some_and(|h| !h.contains(&encode_key(&o.key)))
-            {
-                continue;
+            if let Some(held) = &mut held {
+                if !held.remove(&encode_key(&o.key)) {
+                    continue;
+                }
             }
             if o.new {
                 new.push(i);

@@ -546,6 +546,55 @@ mod tests {
         assert_eq!(decode_key(&[2, 0xff]), None, "text must be UTF-8");
     }
 
+    /// The server's encoding and decoding of stored keys agree with ours.
+    #[test]
+    fn stored_keys_in_sql_are_ours() {
+        let Some(url) = crate::testing::database_or_skip("stored_keys_in_sql_are_ours") else {
+            return;
+        };
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        for i in [i64::MIN, -1_000_000_007, -1, 0, 1, 255, 256, i64::MAX] {
+            let sql = format!(
+                "SELECT {}, {}",
+                encode_key_sql("$1::bigint", SqlType::Integer),
+                decode_key_sql("$2::bytea", SqlType::Integer)
+            );
+            let row = client
+                .query_one(&sql, &[&i, &encode_key(&Key::Int(i))])
+                .unwrap();
+            assert_eq!(row.get::<_, Vec<u8>>(0), encode_key(&Key::Int(i)), "{i}");
+            assert_eq!(row.get::<_, Option<i64>>(1), Some(i), "{i}");
+        }
+        for t in ["", "a", "é", "a b", "\u{1F600}", "\\x01"] {
+            let sql = format!(
+                "SELECT {}, {}",
+                encode_key_sql("$1::text", SqlType::Text),
+                decode_key_sql("$2::bytea", SqlType::Text)
+            );
+            let key = Key::Text(t.to_owned());
+            let row = client.query_one(&sql, &[&t, &encode_key(&key)]).unwrap();
+            assert_eq!(row.get::<_, Vec<u8>>(0), encode_key(&key), "{t:?}");
+            assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some(t), "{t:?}");
+        }
+        // A key of the other type decodes to nothing.
+        let sql = format!(
+            "SELECT {}, {}",
+            decode_key_sql("$1::bytea", SqlType::Integer),
+            decode_key_sql("$2::bytea", SqlType::Text)
+        );
+        let row = client
+            .query_one(
+                &sql,
+                &[
+                    &encode_key(&Key::Text("12345678".into())),
+                    &encode_key(&Key::Int(7)),
+                ],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, Option<i64>>(0), None);
+        assert_eq!(row.get::<_, Option<String>>(1), None);
+    }
+
     #[test]
     fn identifiers_are_quoted() {
         assert_eq!(quote("Src"), "\"Src\"");

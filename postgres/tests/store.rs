@@ -479,3 +479,81 @@ fn three_workers_compute_every_row_once() {
         assert_eq!(s[0].as_ref().unwrap().values, [Value::Integer(k % 7)]);
     }
 }
+
+/// While another transaction holds a lease's row lock (as a heartbeat
+/// does for a moment): another owner's claim does not wait for it, and
+/// finds the row in use; the lease's own owner waits, and keeps it.
+#[test]
+fn claims_wait_only_for_their_own_leases() {
+    let Some(url) = database_or_skip("claims_wait_only_for_their_own") else {
+        return;
+    };
+    let a = Arc::new(PgStore::open(&url).unwrap());
+    let b = Arc::new(PgStore::open(&url).unwrap());
+    a.register_worker("w1", TTL).unwrap();
+    let key = |k: i64| Key::Int(k);
+    let claim = |s: &Arc<PgStore>, table: &'static str, k: i64, owner: &'static str, mode| {
+        let s = s.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let worker = if owner == "o1" { "w1" } else { "w2" };
+            let c = s.claim(table, &[&Key::Int(k)], worker, owner, TTL, mode);
+            let _ = tx.send(c.map(|c| (matches!(c.fence, Fence::Table { .. }), c.granted)));
+        });
+        rx
+    };
+    let t = a
+        .claim("T", &[&key(1)], "w1", "o1", TTL, ClaimMode::TableIfAlone)
+        .unwrap();
+    assert!(matches!(t.fence, Fence::Table { .. }));
+    let r = a
+        .claim("R", &[&key(10)], "w1", "o1", TTL, ClaimMode::Rows)
+        .unwrap();
+    assert_eq!(r.granted, [true]);
+
+    for (table, lock) in [
+        (
+            "T",
+            "UPDATE rederive_table_leases SET expires_ms = expires_ms WHERE tbl = 'T'",
+        ),
+        (
+            "R",
+            "UPDATE rederive_leases SET expires_ms = expires_ms WHERE tbl = 'R'",
+        ),
+    ] {
+        let k = if table == "T" { 2 } else { 10 };
+        let mut holder = admin(&url);
+        let mut held = holder.transaction().unwrap();
+        held.execute(lock, &[]).unwrap();
+
+        let other = claim(&b, table, k, "o2", ClaimMode::Rows);
+        let got = other
+            .recv_timeout(Duration::from_secs(10))
+            .expect("another owner's claim does not wait for the lock")
+            .unwrap();
+        assert_eq!(
+            got,
+            (false, vec![false]),
+            "{table}: in use by another owner"
+        );
+
+        let mode = if table == "T" {
+            ClaimMode::TableIfAlone
+        } else {
+            ClaimMode::Rows
+        };
+        let own = claim(&a, table, k, "o1", mode);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            own.try_recv().is_err(),
+            "{table}: the owner waits for its own lease's lock"
+        );
+        held.commit().unwrap();
+        let got = own.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(
+            got,
+            (table == "T", vec![true]),
+            "{table}: the owner keeps its lease"
+        );
+    }
+}
