@@ -557,3 +557,52 @@ fn claims_wait_only_for_their_own_leases() {
         );
     }
 }
+
+/// A transaction PostgreSQL aborts to break a deadlock is run again by the
+/// store: the caller sees it succeed.
+#[test]
+fn a_deadlock_victim_is_run_again() {
+    let Some(url) = database_or_skip("deadlock_victim") else {
+        return;
+    };
+    let store = Arc::new(PgStore::open(&url).unwrap());
+    store.register_worker("w", TTL).unwrap();
+    let keys: Vec<Key> = (0..3).map(Key::Int).collect();
+    let refs: Vec<&Key> = keys.iter().collect();
+    let c = store
+        .claim("T", &refs, "w", "o", TTL, ClaimMode::Rows)
+        .unwrap();
+    assert_eq!(c.granted, [true, true, true]);
+
+    let mut holder = admin(&url);
+    let mut held = holder.transaction().unwrap();
+    // Holds the worker's registration, which `release_worker` deletes last.
+    held.execute(
+        "UPDATE rederive_workers SET expires_ms = expires_ms WHERE worker = 'w'",
+        &[],
+    )
+    .unwrap();
+    let releasing = {
+        let store = store.clone();
+        std::thread::spawn(move || store.release_worker("w"))
+    };
+    // `release_worker` has deleted (locked) the leases and waits for the
+    // registration; asking for the leases closes the cycle. The store's
+    // transaction, waiting longer, is the one PostgreSQL aborts.
+    std::thread::sleep(Duration::from_millis(300));
+    held.execute(
+        "UPDATE rederive_leases SET expires_ms = expires_ms WHERE worker = 'w'",
+        &[],
+    )
+    .expect("the other transaction was the deadlock's victim");
+    held.commit().unwrap();
+    releasing
+        .join()
+        .unwrap()
+        .expect("the victim ran again, and succeeded");
+    assert_eq!(store.running("T").unwrap(), []);
+    let c = store
+        .claim("T", &refs, "w2", "o2", TTL, ClaimMode::Rows)
+        .unwrap();
+    assert_eq!(c.granted, [true, true, true], "every lease was given back");
+}
