@@ -74,10 +74,13 @@
 //!
 //! - A row claim locks the lease rows it may take over (its owner's, or
 //!   expired ones) with `SELECT .. FOR UPDATE SKIP LOCKED`, as job queues
-//!   on PostgreSQL claim jobs: a lease row that another transaction holds
-//!   is being written under (its owner's fenced write is giving it back),
-//!   taken over or given back, so the row is busy and is passed over as
-//!   held, rather than waited for while a whole batch is written. Keys
+//!   on PostgreSQL claim jobs. Why skip rather than wait: a lease row that
+//!   another transaction holds is being written under (its owner's fenced
+//!   write is giving it back), taken over or given back, so the row is
+//!   someone else's for now; a worker that waited would stand idle behind
+//!   a whole batch's write (and workers claiming overlapping batches would
+//!   queue behind one another), while passing it over as held lets it go
+//!   on with other rows at once. Keys
 //!   without a lease row are inserted in key order with `ON CONFLICT DO
 //!   NOTHING`; the one wait this can meet is another claim's insert of the
 //!   same new key, which commits at once (and two claims insert in the
@@ -146,6 +149,14 @@ pub struct PgStore {
     config: Config,
     location: String,
     clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Opens more connections to the database of a [`PgStore`], on its clock.
@@ -281,9 +292,20 @@ fn connect(config: &Config, location: &str) -> Result<Client> {
         .map_err(|e| storage(e, Some(format!("cannot connect to {location}"))))
 }
 
-/// A URL for messages: without a password, whether in its user part
-/// (`user:secret@`) or among its parameters (`?password=secret`).
+/// A connection string for messages: without a password, whether in a
+/// URL's user part (`user:secret@`) or among its parameters
+/// (`?password=secret`), or in a `key=value` string (`password=secret`).
 pub fn redacted(url: &str) -> String {
+    if !url.contains("://") {
+        let words: Vec<String> = url
+            .split_whitespace()
+            .map(|w| match w.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => w.to_owned(),
+            })
+            .collect();
+        return words.join(" ");
+    }
     let url = redact(url);
     let Some((base, query)) = url.split_once('?') else {
         return url;
@@ -325,6 +347,10 @@ mod tests {
             "postgres://me@host/db?sslmode=disable&password=***"
         );
         assert_eq!(redacted("postgres://host/db"), "postgres://host/db");
+        assert_eq!(
+            redacted("host=h user=me password=secret dbname=d"),
+            "host=h user=me password=*** dbname=d"
+        );
     }
 
     #[test]

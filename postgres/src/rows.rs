@@ -501,10 +501,10 @@ impl PgStore {
 
 impl Rows for PgStore {
     fn put_rows(&self, info: &TableInfo, rows: &[Vec<Value>]) -> Result<Revision> {
-        let Some(key_at) = info.key else {
+        let Some((key_at, key_ty)) = info.key.and_then(|i| Some((i, info.columns.get(i)?.ty)))
+        else {
             return Err(invalid(format!("`{}` has no key column", info.name)));
         };
-        let key_ty = info.columns[key_at].ty;
         // Keys as stored, to tell a key given twice.
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows {
