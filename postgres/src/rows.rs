@@ -626,16 +626,15 @@ impl Rows for PgStore {
         let source = Source::Changes {
             driver,
             positioned: position.is_some(),
+            limit: limit.min(i64::MAX as usize),
         };
         let sql = state_sql(graph, tables, source, values);
         let revision = after.revision().get();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|c| {
             let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&revision];
             if let Some(p) = &position {
                 params.push(p.as_ref());
             }
-            params.push(&limit);
             let rows = c.query(&sql, &params)?;
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
@@ -721,10 +720,10 @@ impl Rows for PgStore {
             tables,
             Source::Scan {
                 first: after.is_none(),
+                limit: limit.min(i64::MAX as usize),
             },
             values,
         );
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // One statement: the first table in key order, the others joined
         // by key.
         self.read(|c| {
@@ -732,7 +731,6 @@ impl Rows for PgStore {
             if let Some(a) = &after {
                 params.push(a.as_ref());
             }
-            params.push(&limit);
             let rows = c.query(&sql, &params)?;
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
