@@ -2,66 +2,30 @@
 //! (yet), checked here against both backends, so that they agree: the
 //! SQLite file backend, and PostgreSQL (skipped where it is not installed).
 
+mod common;
+
+use common::SRC;
 use rederive_postgres::testing::database_or_skip;
 use rederive_postgres::PgStore;
 use rederive_runtime::clock::ManualClock;
 use rederive_runtime::graph::Graph;
-use rederive_runtime::row::{ColumnDef, TableInfo};
 use rederive_runtime::sqlite::SqliteStore;
 use rederive_runtime::storage::{
     Backend, ClaimMode, Fence, Outcome, OutcomeKind, Pass, Revision, Values, Written,
 };
-use rederive_runtime::value::{Key, SqlType, Value};
-use rederive_runtime::{Ctx, NodeDef};
+use rederive_runtime::value::{Key, Value};
+use rederive_runtime::Ctx;
 use std::sync::Arc;
 use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(30);
-
-const fn col(name: &'static str, ty: SqlType) -> ColumnDef {
-    ColumnDef {
-        name,
-        ty,
-        nullable: false,
-        json: false,
-    }
-}
-
-static SRC: TableInfo = TableInfo {
-    name: "Src",
-    type_path: "Src",
-    input: true,
-    columns: &[col("id", SqlType::Integer), col("body", SqlType::Text)],
-    key: Some(0),
-};
-static LEN: TableInfo = TableInfo {
-    name: "Len",
-    type_path: "Len",
-    input: false,
-    columns: &[col("len", SqlType::Integer)],
-    key: None,
-};
-static LEN_INPUTS: &[&TableInfo] = &[&SRC];
 
 fn nothing(_: &Ctx<'_>, _: Vec<Vec<Value>>) -> Result<Vec<Value>, String> {
     Err("computes nothing".into())
 }
 
 fn graph() -> Graph {
-    let node = NodeDef {
-        name: "len",
-        module: "contract_gaps",
-        output: &LEN,
-        inputs: LEN_INPUTS,
-        reads: &[],
-        code_hash: "0",
-        version: 0,
-        files: &[],
-        base_dir: ".",
-        settle_ms: 0,
-        compute: nothing,
-    };
-    Graph::new(vec![&SRC], vec![node]).unwrap()
+    common::graph("contract_gaps", "0", nothing)
 }
 
 /// Runs `case` on a new SQLite file, then on a new PostgreSQL database.

@@ -3,51 +3,27 @@
 //! lost connection, text keys in a database with a locale, URLs and
 //! passwords, bad input, snapshots, and the engine with several workers.
 
+mod common;
+
+use common::{col, SRC};
 use rederive_postgres::testing::{database_or_skip, TestServer};
 use rederive_postgres::PgStore;
 use rederive_runtime::clock::ManualClock;
 use rederive_runtime::graph::Graph;
-use rederive_runtime::row::{ColumnDef, TableInfo};
+use rederive_runtime::row::TableInfo;
 use rederive_runtime::storage::conformance::{self, Harness};
 use rederive_runtime::storage::{
     Backend, Catalog, ClaimMode, Fence, Leases, Outcome, OutcomeKind, Pass, Progress, Revision,
     Rows, Values,
 };
 use rederive_runtime::value::{Key, SqlType, Value};
-use rederive_runtime::{Ctx, Db, Error, NodeDef};
+use rederive_runtime::{Ctx, Db, Error};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(600);
-
-const fn col(name: &'static str, ty: SqlType) -> ColumnDef {
-    ColumnDef {
-        name,
-        ty,
-        nullable: false,
-        json: false,
-    }
-}
-
-static SRC: TableInfo = TableInfo {
-    name: "Src",
-    type_path: "Src",
-    input: true,
-    columns: &[col("id", SqlType::Integer), col("body", SqlType::Text)],
-    key: Some(0),
-};
-
-static LEN: TableInfo = TableInfo {
-    name: "Len",
-    type_path: "Len",
-    input: false,
-    columns: &[col("len", SqlType::Integer)],
-    key: None,
-};
-
-static LEN_INPUTS: &[&TableInfo] = &[&SRC];
 
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -62,20 +38,7 @@ fn len(_: &Ctx<'_>, inputs: Vec<Vec<Value>>) -> Result<Vec<Value>, String> {
 }
 
 fn graph() -> Graph {
-    let node = NodeDef {
-        name: "len",
-        module: "store_tests",
-        output: &LEN,
-        inputs: LEN_INPUTS,
-        reads: &[],
-        code_hash: "len-1",
-        version: 0,
-        files: &[],
-        base_dir: ".",
-        settle_ms: 0,
-        compute: len,
-    };
-    Graph::new(vec![&SRC], vec![node]).expect("a valid graph")
+    common::graph("store_tests", "len-1", len)
 }
 
 fn codes(g: &Graph) -> Vec<Option<String>> {
