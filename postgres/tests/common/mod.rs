@@ -3,8 +3,8 @@
 //! chooses.
 
 use rederive_runtime::graph::Graph;
-use rederive_runtime::row::{ColumnDef, TableInfo};
 use rederive_runtime::node::ComputeFn;
+use rederive_runtime::row::{ColumnDef, TableInfo};
 use rederive_runtime::value::SqlType;
 use rederive_runtime::NodeDef;
 
@@ -36,11 +36,7 @@ static LEN: TableInfo = TableInfo {
 static LEN_INPUTS: &[&TableInfo] = &[&SRC];
 
 /// `Src` and `Len`, computed by `compute` (code version `code`).
-pub fn graph(
-    module: &'static str,
-    code: &'static str,
-    compute: ComputeFn,
-) -> Graph {
+pub fn graph(module: &'static str, code: &'static str, compute: ComputeFn) -> Graph {
     let node = NodeDef {
         name: "len",
         module,
