@@ -41,12 +41,19 @@ pub(super) fn record_reads<'a>(
     reader: &str,
     rows: impl Iterator<Item = (&'a Key, &'a [Read], bool)>,
 ) -> SqlResult<()> {
-    let mut entries: Vec<(&Key, &Read)> = Vec::new();
+    let mut bound: Vec<(KeyParam, &str, KeyParam, Option<i64>)> = Vec::new();
     for (key, reads, new) in rows {
         if !new {
             forget_reader(tx, reader, key)?;
         }
-        entries.extend(reads.iter().map(|r| (key, r)));
+        bound.extend(reads.iter().map(|r| {
+            (
+                KeyParam(key),
+                graph.table(r.table).info.name,
+                KeyParam(&r.key),
+                r.seen.map(Revision::get),
+            )
+        }));
     }
     let values = |n: usize| {
         let mut sql = String::from(
@@ -61,34 +68,21 @@ pub(super) fn record_reads<'a>(
         }
         sql
     };
-    let mut chunks = entries.chunks_exact(READS_PER_INSERT);
-    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
-    let bound: Vec<(KeyParam, &str, KeyParam, Option<i64>)> = entries
-        .iter()
-        .map(|(key, r)| {
-            (
-                KeyParam(key),
-                graph.table(r.table).info.name,
-                KeyParam(&r.key),
-                r.seen.map(Revision::get),
-            )
-        })
-        .collect();
-    let mut at = 0;
+    let mut chunks = bound.chunks_exact(READS_PER_INSERT);
     if chunks.len() > 0 {
         let mut insert = tx.prepare_cached(&values(READS_PER_INSERT))?;
+        let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
         for chunk in chunks.by_ref() {
             params.clear();
             params.push(&reader);
-            for (k, t, rk, seen) in &bound[at..at + chunk.len()] {
+            for (k, t, rk, seen) in chunk {
                 params.extend([k as &dyn rusqlite::ToSql, t, rk, seen]);
             }
             insert.execute(&params[..])?;
-            at += chunk.len();
         }
     }
     let mut insert = tx.prepare_cached(&values(1))?;
-    for (k, t, rk, seen) in &bound[at..] {
+    for (k, t, rk, seen) in chunks.remainder() {
         insert.execute(params![reader, k, t, rk, seen])?;
     }
     Ok(())

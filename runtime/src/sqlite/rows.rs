@@ -14,7 +14,7 @@ use crate::storage::{
 use crate::value::{Key, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, params_from_iter, OptionalExtension, ToSql};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 impl SqliteStore {
     /// The state of one key in `tables`.
@@ -383,13 +383,7 @@ impl Rows for SqliteStore {
                 // Left to the guarded write below, which tells.
                 written[i] = Written::Rejected;
             }
-            // The rows this batch inserted: none had reads recorded.
-            let inserted: HashSet<usize> = new
-                .iter()
-                .copied()
-                .filter(|i| !existing.contains(i))
-                .collect();
-            rows.extend(existing);
+            rows.extend(existing.iter().copied());
             // Many rows per statement: fewer statement executions, same work.
             let chunk_rows =
                 (30_000 / Shape::Any.row_params(t.info, t.inputs.len())).clamp(1, UPSERT_ROWS);
@@ -428,7 +422,8 @@ impl Rows for SqliteStore {
                     .zip(&written)
                     .enumerate()
                     .filter(|(_, (_, w))| **w != Written::Rejected)
-                    .map(|(i, (o, _))| (&o.key, &o.reads[..], inserted.contains(&i)));
+                    // A row this batch inserted had no reads recorded.
+                    .map(|(i, (o, _))| (&o.key, &o.reads[..], o.new && !existing.contains(&i)));
                 reads::record_reads(&tx, graph, t.info.name, rows)?;
             }
             // A root row deleted while its rows were being computed takes
