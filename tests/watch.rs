@@ -1,10 +1,13 @@
 //! Settle and watch mode.
 use rederive::node::registered_nodes;
-use rederive::watch::{watch_with, WatchEvent, WatchOptions};
+use rederive::storage::{Backend, Connector};
+use rederive::watch::{watch_connected, watch_with, WatchEvent, WatchOptions};
 use rederive::{derive_table, Db, Graph, Row, Staleness};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+mod common;
 
 #[derive(Row, Debug, Clone, PartialEq)]
 #[row(input)]
@@ -184,4 +187,132 @@ fn watch_notices_other_processes_and_declared_files() {
         .query_row("SELECT count(*) FROM rederive_leases", [], |r| r.get(0))
         .unwrap();
     assert_eq!(leases, 0);
+}
+
+/// Runs watch mode over `connector` in a thread, sending each event as
+/// text; returns the thread (which returns when `stop` is set and the loop
+/// wakes).
+fn spawn_watch(
+    connector: Arc<dyn Connector>,
+    options: WatchOptions,
+    stop: &Arc<AtomicBool>,
+    tx: mpsc::Sender<String>,
+) -> std::thread::JoinHandle<rederive::Result<()>> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        watch_connected(&*connector, graph(0, None), &options, &stop, |e| {
+            let text = match e {
+                WatchEvent::Refreshed { cause, report } => format!("refreshed {cause}: {report}"),
+                WatchEvent::FilesChanged(files) => format!("files {files:?}"),
+            };
+            let _ = tx.send(text);
+        })
+    })
+}
+
+/// The connector of a PostgreSQL database.
+fn pg_connector(url: &str) -> Arc<dyn Connector> {
+    rederive_postgres::PgStore::open(url)
+        .unwrap()
+        .connector()
+        .expect("PostgreSQL opens more connections")
+}
+
+/// With a poll interval longer than the test waits, only PostgreSQL's
+/// `NOTIFY` can wake watch mode in time: another connection's write is
+/// refreshed at once.
+#[test]
+fn watch_on_postgres_wakes_on_a_notification() {
+    let Some(url) = common::postgres_db("watch_notify") else {
+        return;
+    };
+    let writer = Db::open_with(&url, graph(0, None)).unwrap();
+    writer
+        .put(Note {
+            id: 1,
+            text: "hello".into(),
+        })
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<String>();
+    let options = WatchOptions {
+        // Far beyond `wait_for`'s 20 s: a refresh within them came from a
+        // notification, not from polling.
+        poll: Duration::from_secs(600),
+        debounce: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let watcher = spawn_watch(pg_connector(&url), options, &stop, tx);
+    wait_for(&rx, "refreshed start: 1 computed");
+    for (id, text) in [(2, "second"), (3, "a third note")] {
+        writer.put(Note { id, text: text.into() }).unwrap();
+        wait_for(&rx, "refreshed input: 1 computed");
+    }
+    // Stopping: the loop sees the flag when the next write wakes it.
+    stop.store(true, Ordering::SeqCst);
+    writer
+        .put(Note {
+            id: 4,
+            text: "wakes the loop".into(),
+        })
+        .unwrap();
+    watcher.join().unwrap().unwrap();
+    assert_eq!(writer.get::<Measure>(3).unwrap().chars, 12);
+    // Every computed row was computed by the watcher; `get` found them fresh
+    // (or computed the last one, written after the watcher stopped).
+    assert_eq!(writer.explain::<Measure>(2).unwrap(), Staleness::Fresh);
+}
+
+/// A connector that sends no hints, like PostgreSQL behind a pooler that
+/// drops `LISTEN`.
+struct NoHints(Arc<dyn Connector>);
+
+impl Connector for NoHints {
+    fn connect(&self) -> rederive::Result<Box<dyn Backend>> {
+        self.0.connect()
+    }
+
+    fn location(&self) -> String {
+        self.0.location()
+    }
+}
+
+/// Without hints, watch mode on PostgreSQL still notices writes by polling
+/// the change token.
+#[test]
+fn watch_on_postgres_polls_without_hints() {
+    let Some(url) = common::postgres_db("watch_poll") else {
+        return;
+    };
+    let writer = Db::open_with(&url, graph(0, None)).unwrap();
+    writer
+        .put(Note {
+            id: 1,
+            text: "hello".into(),
+        })
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<String>();
+    let options = WatchOptions {
+        poll: Duration::from_millis(50),
+        debounce: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let watcher = spawn_watch(Arc::new(NoHints(pg_connector(&url))), options, &stop, tx);
+    wait_for(&rx, "refreshed start: 1 computed");
+    writer
+        .put(Note {
+            id: 2,
+            text: "polled".into(),
+        })
+        .unwrap();
+    wait_for(&rx, "refreshed input: 1 computed");
+    writer.delete::<Note>(1).unwrap();
+    wait_for(&rx, "refreshed input: ");
+    stop.store(true, Ordering::SeqCst);
+    watcher.join().unwrap().unwrap();
+    assert_eq!(writer.explain::<Measure>(2).unwrap(), Staleness::Fresh);
+    let status = writer.status().unwrap();
+    let m = status.iter().find(|s| s.table == "Measure").unwrap();
+    assert_eq!((m.rows, m.fresh), (1, 1), "the deleted note's row went: {m:?}");
 }

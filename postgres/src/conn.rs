@@ -340,7 +340,14 @@ impl Conn {
         self.pending_revisions = 0;
         self.client.batch_execute(begin.sql())?;
         let out = body(self).and_then(|v| {
-            self.client.batch_execute("COMMIT")?;
+            // A transaction that took a revision tells listeners as it
+            // commits (watch mode's hint), in the same round trip.
+            let commit = if self.pending_revisions > 0 {
+                crate::hints::NOTIFY_AND_COMMIT
+            } else {
+                "COMMIT"
+            };
+            self.client.batch_execute(commit)?;
             Ok(v)
         });
         match out {

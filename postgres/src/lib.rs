@@ -116,6 +116,7 @@
 #![warn(missing_docs)]
 
 mod conn;
+mod hints;
 mod leases;
 mod progress;
 mod reads;
@@ -131,7 +132,7 @@ use postgres::{Client, Config, NoTls};
 use rederive_runtime::clock::{self, Clock};
 use rederive_runtime::error::{Error, Result};
 use rederive_runtime::storage::url::redact;
-use rederive_runtime::storage::{Backend, Connector, UrlBackend};
+use rederive_runtime::storage::{Backend, Connector, Subscription, UrlBackend};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -183,6 +184,10 @@ impl Connector for PgConnector {
 
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn subscribe(&self, wake: Arc<dyn Fn() + Send + Sync>) -> Result<Option<Subscription>> {
+        hints::subscribe(self, wake).map(Some)
     }
 }
 

@@ -569,3 +569,83 @@ fn a_deadlock_victim_is_run_again() {
         .unwrap();
     assert_eq!(c.granted, [true, true, true], "every lease was given back");
 }
+
+/// Watch mode's hints: a write that takes a revision on any connection
+/// wakes a subscriber (its own connection's writes too: the change token,
+/// not the hint, tells whose write it was); a write that fails sends none;
+/// a listener whose connection is ended connects again, and says so with
+/// one wake; dropping the subscription ends its thread.
+#[test]
+fn hints_of_writes_reach_subscribers_and_survive_a_lost_listener() {
+    let Some(url) = database_or_skip("hints") else {
+        return;
+    };
+    let store = PgStore::open(&url).unwrap();
+    let g = graph();
+    store.apply_schema(&g, &codes(&g)).unwrap();
+    let writer = store.connector().unwrap().connect().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let tx = std::sync::Mutex::new(tx);
+    let subscription = store
+        .connector()
+        .unwrap()
+        .subscribe(Arc::new(move || {
+            let _ = tx.lock().unwrap().send(());
+        }))
+        .unwrap()
+        .expect("PostgreSQL sends hints");
+    let woken = |within: Duration| rx.recv_timeout(within).is_ok();
+    let drain = || while rx.recv_timeout(Duration::from_millis(300)).is_ok() {};
+
+    assert!(!woken(Duration::from_millis(300)), "no write, no hint");
+    writer.put_rows(&SRC, &src_rows(1..3)).unwrap();
+    assert!(woken(Duration::from_secs(10)), "another connection wrote");
+    drain();
+    store.put_rows(&SRC, &src_rows(3..4)).unwrap();
+    assert!(woken(Duration::from_secs(10)), "this connection wrote");
+    drain();
+    // Reads, and a write refused before it takes a revision, send nothing.
+    store.revision().unwrap();
+    assert!(writer.put_rows(&SRC, &[vec![Value::Integer(9)]]).is_err());
+    assert!(!woken(Duration::from_millis(500)), "nothing committed");
+
+    // The listener's connection ends: it connects again (one wake for
+    // what it may have missed), and hears later writes.
+    let mut admin = admin(&url);
+    let ended = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ended, 1, "one listening connection");
+    assert!(woken(Duration::from_secs(10)), "reconnected");
+    drain();
+    writer.put_rows(&SRC, &src_rows(4..5)).unwrap();
+    assert!(woken(Duration::from_secs(10)), "heard after reconnecting");
+
+    let started = std::time::Instant::now();
+    drop(subscription);
+    assert!(started.elapsed() < Duration::from_secs(5), "dropping stops it");
+    // The server notices the closed connection soon after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listeners: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if listeners == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listening connection did not close"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! It notices input writes from any process by polling the backend's
 //! change token at a low rate (for SQLite, `PRAGMA data_version`: a single
-//! integer read, no table scan), and changes to the files declared with `files = [..]` through the
+//! integer read, no table scan), at once when the backend hints at a write
+//! (PostgreSQL: `LISTEN`/`NOTIFY`, see [`Connector::subscribe`]), and changes to the files declared with `files = [..]` through the
 //! `notify` crate (inotify on Linux). Changes are debounced, then the
 //! database is refreshed; a change to a declared file reopens the database
 //! so that the affected code versions are recomputed. Rows waiting for
@@ -57,7 +58,15 @@ pub enum WatchEvent {
     FilesChanged(Vec<PathBuf>),
 }
 
-/// Watches the database file at `path` with the registered graph until
+/// What wakes the watch loop before its next poll.
+enum Wake {
+    /// A file changed.
+    File(PathBuf),
+    /// The backend hinted that another connection wrote.
+    Database,
+}
+
+/// Watches the database at `path` (a file, or a URL of a linked backend) with the registered graph until
 /// `stop` is set.
 pub fn watch(
     path: &Path,
@@ -76,7 +85,18 @@ pub fn watch_with(
     stop: &Arc<AtomicBool>,
     on_event: impl FnMut(WatchEvent),
 ) -> Result<()> {
-    watch_connected(&SqliteConnector::new(path), graph, options, stop, on_event)
+    let location = path.to_str().unwrap_or_default();
+    match crate::storage::url::open_url(location)? {
+        Some(backend) => {
+            let connector = backend.connector().ok_or_else(|| Error::NotADatabase {
+                path: path.to_owned(),
+                reason: "this backend opens no further connections, which watch mode needs".into(),
+            })?;
+            drop(backend);
+            watch_connected(&*connector, graph, options, stop, on_event)
+        }
+        None => watch_connected(&SqliteConnector::new(path), graph, options, stop, on_event),
+    }
 }
 
 fn has_wildcard(part: &str) -> bool {
@@ -137,17 +157,28 @@ pub fn watch_connected(
     stop: &Arc<AtomicBool>,
     mut on_event: impl FnMut(WatchEvent),
 ) -> Result<()> {
-    let (tx, rx) = mpsc::channel::<PathBuf>();
+    let (tx, rx) = mpsc::channel::<Wake>();
+    let files = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
             if !event.kind.is_access() {
                 for p in event.paths {
-                    let _ = tx.send(p);
+                    let _ = files.send(Wake::File(p));
                 }
             }
         }
     })
     .map_err(|e| Error::Watch(e.to_string()))?;
+    // Hints of other connections' writes, where the backend sends them; a
+    // backend that cannot listen now is polled alone.
+    let hints = std::sync::Mutex::new(tx);
+    let _subscription = connector
+        .subscribe(Arc::new(move || {
+            if let Ok(tx) = hints.lock() {
+                let _ = tx.send(Wake::Database);
+            }
+        }))
+        .unwrap_or(None);
     for (dir, mode) in watched_dirs(&graph) {
         watcher
             .watch(&dir, mode)
@@ -191,12 +222,19 @@ pub fn watch_connected(
     let mut last_retry = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let mut changed_files: Vec<PathBuf> = Vec::new();
-        if let Ok(p) = rx.recv_timeout(options.poll) {
-            changed_files.push(p);
+        let mut debounced = false;
+        if let Ok(first) = rx.recv_timeout(options.poll) {
+            debounced = true;
             // Debounce: collect what follows closely.
             let until = Instant::now() + options.debounce;
-            while let Ok(p) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                changed_files.push(p);
+            let mut wake = Some(first);
+            while let Some(w) = wake {
+                if let Wake::File(p) = w {
+                    changed_files.push(p);
+                }
+                wake = rx
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                    .ok();
             }
         }
         if stop.load(Ordering::SeqCst) {
@@ -216,7 +254,9 @@ pub fn watch_connected(
         }
         let now = db.change_token()?;
         if now != version {
-            std::thread::sleep(options.debounce);
+            if !debounced {
+                std::thread::sleep(options.debounce);
+            }
             version = db.change_token()?;
             waiting = run(&db, "input", &mut on_event)?;
         } else if waiting && last_retry.elapsed() >= Duration::from_millis(500) {

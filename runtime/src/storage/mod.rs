@@ -308,4 +308,56 @@ pub trait Connector: Send + Sync {
 
     /// Where the database is, for messages (a path or a URL without secrets).
     fn location(&self) -> String;
+
+    /// Starts listening for hints that another connection committed a
+    /// write: `wake` is called (from another thread) soon after each such
+    /// commit, until the returned [`Subscription`] is dropped. Watch mode
+    /// uses this to react at once instead of at its next poll.
+    ///
+    /// Hints are only hints: one may be lost (a connection pooler drops
+    /// `LISTEN`, the listening connection breaks), and a hint may come for
+    /// a write that changed nothing this reader sees. The change token
+    /// ([`Progress::change_token`]) stays the truth, polled as the fallback.
+    /// `Ok(None)`, the default, means the backend sends no hints.
+    fn subscribe(&self, wake: Arc<dyn Fn() + Send + Sync>) -> Result<Option<Subscription>> {
+        let _ = wake;
+        Ok(None)
+    }
+}
+
+/// Hints of other connections' writes, delivered while this lives (see
+/// [`Connector::subscribe`]); dropping it stops the listener and waits for
+/// its thread to end.
+pub struct Subscription {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscription {
+    /// A subscription served by `thread`, which must return soon after
+    /// `stop` is set.
+    pub fn new(
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+    ) -> Subscription {
+        Subscription {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
