@@ -12,73 +12,20 @@ use std::sync::OnceLock;
 
 mod common;
 
-/// The `toy_lang` example next to this test binary
-/// (`target/<profile>/deps/cli-HASH` -> `target/<profile>/examples/toy_lang`).
-///
-/// `cargo test` builds the examples first, but `cargo test --test cli` does
-/// not: then the example is missing, or stale (built before the last change
-/// to the runtime). So it is built here once per run, into the same target
-/// directory and profile; when it is up to date that is a quick no-op.
+/// The `toy_lang` example, built for this test run (see
+/// [`common::example`]).
 fn toy_lang() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary is in target/<profile>/deps");
-        let bin = profile_dir
-            .join("examples")
-            .join(format!("toy_lang{}", std::env::consts::EXE_SUFFIX));
-        build_toy_lang(profile_dir, bin.exists());
-        assert!(
-            bin.exists(),
-            "the toy_lang example is not at {} (build it with `cargo build --example toy_lang`, \
-             or run `cargo test` without target filters so that cargo builds the examples)",
-            bin.display()
-        );
-        bin
-    })
-}
-
-/// Runs `cargo build --example toy_lang` for the target directory and
-/// profile of `profile_dir`.
-fn build_toy_lang(profile_dir: &Path, have_one: bool) {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--example", "toy_lang"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null());
-    if let Some(target_dir) = profile_dir.parent() {
-        cmd.arg("--target-dir").arg(target_dir);
-    }
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => {}
-        Some(profile) => {
-            cmd.args(["--profile", profile]);
-        }
-    }
-    let out = match cmd.output() {
-        Ok(out) => out,
-        // No cargo here (the test binary was copied elsewhere): use the
-        // example that is there, if any.
-        Err(e) if have_one => {
-            eprintln!("note: cannot run `{cmd:?}` ({e}); using the toy_lang example as built");
-            return;
-        }
-        Err(e) => panic!("the toy_lang example is missing and `{cmd:?}` cannot run: {e}"),
-    };
-    assert!(
-        out.status.success(),
-        "`{cmd:?}` failed ({}); the CLI tests need the toy_lang example:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    BIN.get_or_init(|| common::example("toy_lang", &[]))
 }
 
 /// A temporary directory with a database path in it (not created).
 struct Sandbox {
     dir: tempfile::TempDir,
+    /// A file path, or a database URL.
     db: PathBuf,
+    /// The program under test: `toy_lang`, or the `workers` example.
+    bin: &'static Path,
 }
 
 /// What a run printed and how it exited.
@@ -153,7 +100,11 @@ impl Sandbox {
     fn new() -> Sandbox {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let db = dir.path().join("x.db");
-        Sandbox { dir, db }
+        Sandbox {
+            dir,
+            db,
+            bin: toy_lang(),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -162,7 +113,7 @@ impl Sandbox {
 
     /// A `toy_lang` command run in the sandbox, with `REDERIVE_DB` unset.
     fn bare(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(toy_lang());
+        let mut cmd = Command::new(self.bin);
         cmd.args(args)
             .current_dir(self.path())
             .env_remove("REDERIVE_DB")
@@ -199,7 +150,8 @@ impl Sandbox {
         let r = self.run_db(&["get", table, key, "--json"]);
         let j = r.code(0).json();
         assert_eq!(j["table"], table);
-        assert_eq!(j["key"], key);
+        // A text key comes back as a string, an integer key as a number.
+        assert_same_key(&j, key);
         j["row"].clone()
     }
 
@@ -209,7 +161,7 @@ impl Sandbox {
         let r = self.run_db(&["explain", table, key, "--json"]);
         let j = r.code(0).json();
         assert_eq!(j["table"], table);
-        assert_eq!(j["key"], key);
+        assert_same_key(&j, key);
         assert!(j["staleness"]["state"].is_string(), "{j}");
         j["staleness"].clone()
     }
@@ -232,6 +184,16 @@ impl Sandbox {
             })
             .collect()
     }
+}
+
+/// Asserts that a command's JSON names the key given on its command line:
+/// a text key comes back as a string, an integer key as a number.
+#[track_caller]
+fn assert_same_key(j: &Json, key: &str) {
+    assert!(
+        j["key"] == key || j["key"].as_i64().is_some_and(|k| k.to_string() == key),
+        "expected key {key:?}: {j}"
+    );
 }
 
 const TABLES: [&str; 6] = [
@@ -980,14 +942,19 @@ fn finish_within(mut child: KillOnDrop, seconds: u64, what: &str, args: &[&str])
 /// `toy_lang watch --db <database> [--json]`, with its stdout lines sent
 /// to the returned channel as they come.
 fn spawn_watch(sb: &Sandbox, json: bool) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
-    use std::io::BufRead;
     let mut args = vec!["watch", "--db", sb.db.to_str().unwrap()];
     if json {
         args.push("--json");
     }
-    let mut cmd = sb.bare(&args);
+    spawn_lines(sb.bare(&args))
+}
+
+/// Spawns `cmd`, with its stdout lines sent to the returned channel as
+/// they come.
+fn spawn_lines(mut cmd: Command) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = KillOnDrop(cmd.spawn().expect("spawn toy_lang watch"));
+    let mut child = KillOnDrop(cmd.spawn().expect("spawn the program under test"));
     let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -1003,14 +970,16 @@ fn spawn_watch(sb: &Sandbox, json: bool) -> (KillOnDrop, std::sync::mpsc::Receiv
 
 /// Sends SIGINT (Ctrl-C) to watch and expects a clean exit 0.
 #[cfg(unix)]
-fn interrupt(child: KillOnDrop) {
+fn interrupt(child: KillOnDrop) -> Run {
     let pid = child.0.id().to_string();
     let sent = Command::new("kill").args(["-INT", &pid]).status();
     assert!(
         sent.as_ref().is_ok_and(|s| s.success()),
         "kill -INT {pid}: {sent:?}"
     );
-    finish_within(child, 20, "after SIGINT", &["watch"]).code(0);
+    let run = finish_within(child, 20, "after SIGINT", &["watch"]);
+    run.code(0);
+    run
 }
 
 #[cfg(unix)]
@@ -1225,4 +1194,83 @@ fn definitions_call_each_other_and_rules_extend_the_language() {
         sb.get("Lint_small", "twice"),
         json!({"value": {"nodes": 5, "limit": 2, "ok": false}})
     );
+}
+
+/// The whole CLI on a PostgreSQL database (`--db postgres://...` and
+/// `$REDERIVE_DB`), through the `workers` example built with the facade's
+/// `postgres` feature: writing inputs, status, refresh, get, explain,
+/// errors, and watch woken by another process's write.
+#[cfg(unix)]
+#[test]
+fn the_cli_runs_on_postgres() {
+    use std::time::Duration;
+    let Some(url) = common::postgres_db("cli") else {
+        return;
+    };
+    static WORKERS: OnceLock<PathBuf> = OnceLock::new();
+    let bin = WORKERS.get_or_init(|| common::example("workers", &["postgres"]));
+    let sb = Sandbox {
+        dir: tempfile::tempdir().expect("a temporary directory"),
+        db: PathBuf::from(&url),
+        bin,
+    };
+    // What `render` and `thumbnail` compute, worked out here.
+    let label = |id: i64| format!("#{:06}", (id * 7919 + 1) % 1_000_003);
+    let table = |status: &serde_json::Map<String, Json>, t: &str| -> (u64, u64, u64) {
+        (
+            count(status, t, "rows"),
+            count(status, t, "fresh"),
+            count(status, t, "missing"),
+        )
+    };
+
+    sb.run_db(&["scenes", "4"]).code(0);
+    let status = sb.status(0);
+    assert_eq!(table(&status, "Render"), (0, 0, 4));
+    sb.run_db(&["refresh"]).code(0);
+    let status = sb.status(0);
+    assert_eq!(table(&status, "Render"), (4, 4, 0));
+    assert_eq!(table(&status, "Thumbnail"), (4, 4, 0));
+    assert_eq!(sb.get("Thumbnail", "2"), json!({ "label": label(2) }));
+    assert_eq!(sb.explain("Render", "3"), json!({ "state": "fresh" }));
+    sb.run_db(&["errors"]).code(0);
+
+    // Watch, pointed at the database by `$REDERIVE_DB`, refreshes what
+    // another process writes.
+    let mut cmd = sb.bare(&["watch", "--json"]);
+    cmd.env("REDERIVE_DB", &url);
+    let (child, rx) = spawn_lines(cmd);
+    let next_refresh = |cause: &str| -> Json {
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("no `{cause}` refresh from watch ({e})"));
+            let event: Json = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("watch printed invalid JSON ({e}): {line}"));
+            if event["event"] == "refreshed" && event["cause"] == cause {
+                return event;
+            }
+        }
+    };
+    assert_eq!(next_refresh("start")["report"]["computed"], 0);
+    sb.run_db(&["scenes", "6"]).code(0);
+    let input = next_refresh("input");
+    assert_eq!(
+        input["report"]["tables"]["Render"]["computed"], 2,
+        "{input}"
+    );
+    assert_eq!(
+        input["report"]["tables"]["Thumbnail"]["computed"], 2,
+        "{input}"
+    );
+    interrupt(child);
+    assert_eq!(sb.get("Thumbnail", "5"), json!({ "label": label(5) }));
+    assert_eq!(table(&sb.status(0), "Thumbnail"), (6, 6, 0));
+
+    // A server that is not there: exit 2, naming where it looked.
+    let nowhere = "postgres://rederive@127.0.0.1:1/nowhere";
+    let out = sb.bare(&["status", "--db", nowhere]).output().unwrap();
+    Run::new(out, &["status"])
+        .code(2)
+        .stderr_has("cannot connect to postgres://rederive@127.0.0.1:1/nowhere");
 }

@@ -245,7 +245,12 @@ fn watch_on_postgres_wakes_on_a_notification() {
     let watcher = spawn_watch(pg_connector(&url), options, &stop, tx);
     wait_for(&rx, "refreshed start: 1 computed");
     for (id, text) in [(2, "second"), (3, "a third note")] {
-        writer.put(Note { id, text: text.into() }).unwrap();
+        writer
+            .put(Note {
+                id,
+                text: text.into(),
+            })
+            .unwrap();
         wait_for(&rx, "refreshed input: 1 computed");
     }
     // Stopping: the loop sees the flag when the next write wakes it.
@@ -314,5 +319,9 @@ fn watch_on_postgres_polls_without_hints() {
     assert_eq!(writer.explain::<Measure>(2).unwrap(), Staleness::Fresh);
     let status = writer.status().unwrap();
     let m = status.iter().find(|s| s.table == "Measure").unwrap();
-    assert_eq!((m.rows, m.fresh), (1, 1), "the deleted note's row went: {m:?}");
+    assert_eq!(
+        (m.rows, m.fresh),
+        (1, 1),
+        "the deleted note's row went: {m:?}"
+    );
 }

@@ -84,3 +84,61 @@ pub fn refresh_until_done(db: &rederive::Db) {
 pub fn postgres_db(test: &str) -> Option<String> {
     rederive_postgres::testing::database_or_skip(test)
 }
+
+/// The example `name`, built with `features` into this test binary's target
+/// directory and profile (`target/<profile>/deps/TEST-HASH` ->
+/// `target/<profile>/examples/NAME`); returns its path.
+///
+/// `cargo test` builds the examples first, but `cargo test --test cli` does
+/// not, and an example with required features is never built without them:
+/// then it is missing, or stale (built before the last change to the
+/// runtime). So it is built here; when it is up to date that is a quick
+/// no-op.
+#[allow(dead_code)]
+pub fn example(name: &str, features: &[&str]) -> std::path::PathBuf {
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        cmd.arg("--target-dir").arg(target_dir);
+    }
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+    }
+    match cmd.output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "`{cmd:?}` failed ({}); this test needs the {name} example:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        // No cargo here (the test binary was copied elsewhere): use the
+        // example that is there, if any.
+        Err(e) if bin.exists() => {
+            eprintln!("note: cannot run `{cmd:?}` ({e}); using the {name} example as built");
+        }
+        Err(e) => panic!("the {name} example is missing and `{cmd:?}` cannot run: {e}"),
+    }
+    assert!(
+        bin.exists(),
+        "the {name} example is not at {} after building it",
+        bin.display()
+    );
+    bin
+}
