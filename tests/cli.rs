@@ -1267,6 +1267,46 @@ fn the_cli_runs_on_postgres() {
     assert_eq!(sb.get("Thumbnail", "5"), json!({ "label": label(5) }));
     assert_eq!(table(&sb.status(0), "Thumbnail"), (6, 6, 0));
 
+    // A worker computing in the background (150 rows of 40 ms on two
+    // threads: seconds): `status` says which worker runs how many rows.
+    sb.run_db(&["scenes", "150"]).code(0);
+    let worker = KillOnDrop(sb.bare(&["refresh", "--db", &url]).spawn().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let line = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never showed the worker"
+        );
+        let text = sb.run_db(&["status"]);
+        if let Some(line) = text
+            .code(0)
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("Render: "))
+        {
+            break line.to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // `Render: N rows running on WORKER (N)`.
+    let (n, rest) = line["Render: ".len()..]
+        .split_once(" rows running on ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let (name, each) = rest.rsplit_once(" (").unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(format!("{n})"), each, "one worker runs them all: {line}");
+    assert!(n.parse::<u64>().unwrap() > 0, "{line}");
+    let status = sb.status(0);
+    let render = &status["Render"];
+    let workers = render["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 1, "{render}");
+    assert_eq!(workers[0]["worker"], name, "{render}");
+    assert!(workers[0]["rows"].as_u64().unwrap() > 0, "{render}");
+    assert_eq!(workers[0]["rows"], render["running"], "{render}");
+    finish_within(worker, 120, "the background worker", &["refresh"]).code(0);
+    let status = sb.status(0);
+    assert_eq!(table(&status, "Thumbnail"), (150, 150, 0));
+    assert_eq!(status["Render"]["workers"], json!([]));
+
     // A server that is not there: exit 2, naming where it looked.
     let nowhere = "postgres://rederive@127.0.0.1:1/nowhere";
     let out = sb.bare(&["status", "--db", nowhere]).output().unwrap();

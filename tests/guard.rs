@@ -154,7 +154,13 @@ fn fencing(other_worker_first: bool) -> rederive::Result<()> {
         let status = fast.status()?;
         let doubled = status.iter().find(|s| s.table == "Doubled").unwrap();
         assert_eq!(doubled.running, 1);
-        assert_eq!(doubled.workers, vec![slow.worker_id().to_owned()]);
+        assert_eq!(
+            doubled.workers,
+            vec![rederive::storage::RunningWork {
+                worker: slow.worker_id().to_owned(),
+                rows: 1
+            }]
+        );
 
         // The slow worker's lease runs out (as if it had hung): the row is taken over.
         let conn = rusqlite::Connection::open(&path).unwrap();

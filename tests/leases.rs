@@ -356,7 +356,8 @@ fn a_lone_workers_batch_keeps_a_newcomer_off_the_whole_table() -> rederive::Resu
         );
         assert_eq!(calls_of("late"), 0);
         let st = stamp_status(&newcomer);
-        assert_eq!(st.workers, vec![lone.worker_id().to_owned()], "{st:?}");
+        let workers: Vec<&str> = st.workers.iter().map(|w| w.worker.as_str()).collect();
+        assert_eq!(workers, vec![lone.worker_id()], "{st:?}");
 
         RELEASE.store(true, Ordering::SeqCst);
         let r = running.join().expect("refresh thread panicked")?;

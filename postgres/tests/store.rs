@@ -627,7 +627,10 @@ fn hints_of_writes_reach_subscribers_and_survive_a_lost_listener() {
 
     let started = std::time::Instant::now();
     drop(subscription);
-    assert!(started.elapsed() < Duration::from_secs(5), "dropping stops it");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "dropping stops it"
+    );
     // The server notices the closed connection soon after.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -266,11 +266,16 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
                     );
                 }
                 for s in status.iter().filter(|s| !s.workers.is_empty()) {
+                    let each: Vec<String> = s
+                        .workers
+                        .iter()
+                        .map(|w| format!("{} ({})", w.worker, w.rows))
+                        .collect();
                     println!(
                         "{}: {} rows running on {}",
                         s.table,
                         s.running,
-                        s.workers.join(", ")
+                        each.join(", ")
                     );
                 }
             }

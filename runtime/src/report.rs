@@ -124,8 +124,9 @@ pub struct TableStatus {
     pub running: u64,
     /// Stale or missing rows waiting for their root row to settle.
     pub settling: u64,
-    /// The workers holding leases in this table now.
-    pub workers: Vec<String>,
+    /// The workers holding leases in this table now, each with how many
+    /// rows it is computing, sorted by worker.
+    pub workers: Vec<crate::storage::RunningWork>,
     /// A table that this program no longer has (left by a function or row
     /// type that was removed): only `rows` is counted. `prune` drops it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

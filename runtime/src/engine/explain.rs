@@ -341,11 +341,8 @@ impl Db {
             }
         }
         for st in out.iter_mut().filter(|s| !s.input) {
-            let running = self.store().running(&st.table)?;
-            for w in running {
-                st.running += w.rows;
-                st.workers.push(w.worker);
-            }
+            st.workers = self.store().running(&st.table)?;
+            st.running = st.workers.iter().map(|w| w.rows).sum();
         }
         for t in self.leftover_tables()? {
             out.push(TableStatus {

@@ -327,7 +327,7 @@ pub struct Claim {
 }
 
 /// Leases held by one worker in one table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunningWork {
     /// The worker.
     pub worker: String,
