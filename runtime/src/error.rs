@@ -177,6 +177,17 @@ pub enum Error {
         changed: Vec<String>,
     },
 
+    /// A replica operation was refused: the two databases are not replicas
+    /// of one another, this replica retired, a file was copied by hand, or a
+    /// peer sent something this replica cannot take.
+    #[error("replica {replica}: {reason}")]
+    Replica {
+        /// The replica (its file or URL).
+        replica: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+
     /// A table that the graph still has, or an input table without
     /// permission, was asked to be dropped.
     #[error("`{table}` was not dropped: {reason}")]

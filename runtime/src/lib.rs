@@ -14,6 +14,7 @@ pub mod graph;
 pub mod judge;
 pub mod lease;
 pub mod node;
+pub mod replica;
 pub mod report;
 pub mod row;
 pub mod sqlite;

@@ -27,6 +27,7 @@
 mod leases;
 mod progress;
 mod reads;
+mod replicas;
 mod rows;
 mod schema;
 mod sql;
@@ -103,6 +104,12 @@ pub(crate) enum SqlError {
 impl From<rusqlite::Error> for SqlError {
     fn from(e: rusqlite::Error) -> Self {
         SqlError::Sqlite(e)
+    }
+}
+
+impl From<rusqlite::types::FromSqlError> for SqlError {
+    fn from(e: rusqlite::types::FromSqlError) -> Self {
+        SqlError::Sqlite(e.into())
     }
 }
 
@@ -320,6 +327,10 @@ impl Backend for SqliteStore {
 
     fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
+    }
+
+    fn replicas(&self) -> Option<&dyn crate::storage::Replicas> {
+        Some(self)
     }
 }
 

@@ -2,7 +2,8 @@
 
 use super::sql::{bump_epoch, key_column, next_revision, Shape, Source, UPSERT_ROWS};
 use super::{
-    from_ref, key_ref, keys_of, quote, reads, run, value_ref, SqlResult, SqlValue, SqliteStore,
+    from_ref, key_ref, keys_of, quote, reads, replicas, run, value_ref, SqlResult, SqlValue,
+    SqliteStore,
 };
 use crate::error::Result;
 use crate::graph::{Graph, TableId, TableNode};
@@ -216,6 +217,7 @@ impl Rows for SqliteStore {
             let tx = self.write()?;
             let rev = next_revision(&tx)?;
             bump_epoch(&tx)?;
+            replicas::record_puts(&tx, info, rows, rev)?;
             let stamps = [Value::Integer(rev.get()), Value::Integer(self.now_ms())];
             // Many rows per statement. A key given twice is upserted twice,
             // in order: the last value wins.
@@ -238,33 +240,10 @@ impl Rows for SqliteStore {
             let tx = self.write()?;
             let rev = next_revision(&tx)?;
             bump_epoch(&tx)?;
-            // What lets a batch of results skip looking for orphans.
-            tx.prepare_cached(
-                "INSERT INTO rederive_meta VALUES ('last_delete', ?1) \
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute([rev])?;
-            let info = graph.table(id).info;
-            let k = key.to_value();
-            let n = tx.execute(
-                &format!(
-                    "DELETE FROM {} WHERE {} = ?1",
-                    quote(info.name),
-                    key_column(info)
-                ),
-                [SqlValue(&k)],
-            )?;
-            reads::tombstone(&tx, info.name, key, rev)?;
-            for d in graph.derived_from_root(id) {
-                let name = graph.table(d).info.name;
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE __key = ?1", quote(name)),
-                    [SqlValue(&k)],
-                )?;
-                reads::row_gone(&tx, name, key, rev)?;
-            }
+            replicas::record_delete(&tx, graph.table(id).info, key, rev)?;
+            let existed = delete_input(&tx, graph, id, key, rev)?;
             tx.commit()?;
-            Ok(n > 0)
+            Ok(existed)
         })
     }
 
@@ -600,4 +579,42 @@ impl Rows for SqliteStore {
             keys_of(rows)
         })
     }
+}
+
+/// Deletes an input row and everything derived from it, at revision `rev`
+/// (inside the caller's transaction, which took `rev` and moved the epoch).
+/// Returns whether the row existed.
+pub(super) fn delete_input(
+    tx: &rusqlite::Connection,
+    graph: &Graph,
+    id: TableId,
+    key: &Key,
+    rev: Revision,
+) -> SqlResult<bool> {
+    // What lets a batch of results skip looking for orphans.
+    tx.prepare_cached(
+        "INSERT INTO rederive_meta VALUES ('last_delete', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([rev])?;
+    let info = graph.table(id).info;
+    let k = key.to_value();
+    let n = tx.execute(
+        &format!(
+            "DELETE FROM {} WHERE {} = ?1",
+            quote(info.name),
+            key_column(info)
+        ),
+        [SqlValue(&k)],
+    )?;
+    reads::tombstone(tx, info.name, key, rev)?;
+    for d in graph.derived_from_root(id) {
+        let name = graph.table(d).info.name;
+        tx.execute(
+            &format!("DELETE FROM {} WHERE __key = ?1", quote(name)),
+            [SqlValue(&k)],
+        )?;
+        reads::row_gone(tx, name, key, rev)?;
+    }
+    Ok(n > 0)
 }

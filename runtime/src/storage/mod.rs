@@ -48,9 +48,11 @@
 //! transaction keeps it inside. Time comes from the backend's [`Clock`].
 
 pub mod conformance;
+mod replicas;
 mod types;
 pub mod url;
 
+pub use replicas::*;
 pub use types::*;
 pub use url::UrlBackend;
 
@@ -299,6 +301,12 @@ pub trait Backend: Catalog + Rows + Progress + Leases + Send {
 
     /// The clock this backend stamps leases and input changes with.
     fn clock(&self) -> Arc<dyn Clock>;
+
+    /// Replicas ([`Replicas`]), where this backend keeps them; `None`, the
+    /// default, for a backend without them.
+    fn replicas(&self) -> Option<&dyn Replicas> {
+        None
+    }
 }
 
 /// Opens connections to one database.

@@ -1,0 +1,623 @@
+//! Replicas in SQLite: this replica's identity (`rederive_replica`), the
+//! versions of input rows (`rederive_versions`: one row per current
+//! version, the values encoded, the revision it was stored at, and the
+//! peer it came from when that peer sent exactly it), the keys in conflict
+//! (`rederive_conflicts`), what each peer sent so far (`rederive_peers`),
+//! and the retired replicas whose clock id was taken in
+//! (`rederive_absorbed`).
+//!
+//! `rederive_meta`'s `versions` entry says how far a database went: absent
+//! (no tables: it never deleted a row nor forked), 1 (tombstones of
+//! deletions only), 2 (a replica: every input write records a version).
+
+use super::rows::delete_input;
+use super::sql::{bump_epoch, key_column, next_revision};
+use super::{from_ref, quote, run, KeyParam, SqlError, SqlResult, SqlValue, SqliteStore};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::replica::codec::{decode_values, encode_values};
+use crate::replica::version::{
+    event_bytes, event_from_bytes, genesis, id_bytes, id_from_bytes, merge, next_event, sort,
+    winner, Version,
+};
+use crate::row::TableInfo;
+use crate::storage::{Applied, Changes, ReplicaMeta, Replicas, Revision, SyncCursor};
+use crate::value::{Key, Value};
+use rederive_itc::Id;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS rederive_replica(key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS rederive_versions(
+    tbl TEXT NOT NULL,
+    key ANY NOT NULL,
+    event BLOB NOT NULL,
+    vals BLOB,
+    seq INTEGER NOT NULL,
+    src TEXT,
+    PRIMARY KEY (tbl, key, event)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rederive_versions_seq ON rederive_versions(seq, tbl, key, event);
+CREATE TABLE IF NOT EXISTS rederive_conflicts(
+    tbl TEXT NOT NULL,
+    key ANY NOT NULL,
+    PRIMARY KEY (tbl, key)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rederive_peers(
+    peer TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    tbl TEXT NOT NULL,
+    key ANY NOT NULL,
+    event BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS rederive_absorbed(name TEXT PRIMARY KEY) STRICT;
+";
+
+/// How far a database went (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    None,
+    Tombstones,
+    Replica,
+}
+
+fn mode(c: &Connection) -> SqlResult<Mode> {
+    let v: Option<i64> = c
+        .prepare_cached("SELECT value FROM rederive_meta WHERE key = 'versions'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(match v {
+        None => Mode::None,
+        Some(1) => Mode::Tombstones,
+        Some(_) => Mode::Replica,
+    })
+}
+
+/// Creates the tables (if missing) and raises the mode to `to`.
+fn raise_mode(c: &Connection, to: Mode) -> SqlResult<()> {
+    if mode(c)? < to {
+        c.execute_batch(DDL)?;
+        let n = if to == Mode::Replica { 2 } else { 1 };
+        c.execute(
+            "INSERT INTO rederive_meta VALUES ('versions', ?1) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [n],
+        )?;
+    }
+    Ok(())
+}
+
+fn bad(reason: impl Into<String>) -> SqlError {
+    SqlError::Ours(Error::Replica {
+        replica: "this database".into(),
+        reason: reason.into(),
+    })
+}
+
+fn read_meta(c: &Connection) -> SqlResult<Option<ReplicaMeta>> {
+    if mode(c)? < Mode::Replica {
+        return Ok(None);
+    }
+    let mut family = None;
+    let mut name = None;
+    let mut id = None;
+    let mut retired = false;
+    let mut stmt = c.prepare_cached("SELECT key, value FROM rederive_replica")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let key: String = row.get(0)?;
+        let value = from_ref(row.get_ref(1)?);
+        match (key.as_str(), value) {
+            ("family", Value::Text(t)) => family = Some(t),
+            ("name", Value::Text(t)) => name = Some(t),
+            ("id", Value::Blob(b)) => id = Some(id_from_bytes(&b).map_err(bad)?),
+            ("retired", Value::Integer(i)) => retired = i != 0,
+            _ => {}
+        }
+    }
+    match (family, name, id) {
+        (Some(family), Some(name), Some(id)) => Ok(Some(ReplicaMeta {
+            family,
+            name,
+            id,
+            retired,
+        })),
+        _ => Err(bad(
+            "rederive_replica is incomplete (no family, name or id)",
+        )),
+    }
+}
+
+fn write_meta(c: &Connection, meta: &ReplicaMeta) -> SqlResult<()> {
+    raise_mode(c, Mode::Replica)?;
+    let mut stmt = c.prepare_cached("INSERT OR REPLACE INTO rederive_replica VALUES (?1, ?2)")?;
+    stmt.execute(params!["family", meta.family])?;
+    stmt.execute(params!["name", meta.name])?;
+    stmt.execute(params!["id", id_bytes(&meta.id)])?;
+    stmt.execute(params!["retired", i64::from(meta.retired)])?;
+    Ok(())
+}
+
+/// The replica's identity, for a write: an error once it retired.
+fn writer(c: &Connection) -> SqlResult<ReplicaMeta> {
+    match read_meta(c)? {
+        Some(m) if m.retired => Err(SqlError::Ours(Error::Replica {
+            replica: m.name,
+            reason: "this replica retired (its clock id was handed to another replica): \
+                     it takes no more writes; write on a live replica"
+                .into(),
+        })),
+        Some(m) => Ok(m),
+        None => Err(bad("not a replica")),
+    }
+}
+
+/// The input row's values, by key.
+fn input_row(c: &Connection, info: &TableInfo, key: &Key) -> SqlResult<Option<Vec<Value>>> {
+    let cols: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        cols.join(", "),
+        quote(info.name),
+        key_column(info)
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    Ok(stmt
+        .query_row([KeyParam(key)], |r| {
+            Ok((0..cols.len())
+                .map(|i| r.get_ref(i).map(from_ref))
+                .collect::<rusqlite::Result<Vec<_>>>())
+        })
+        .optional()?
+        .transpose()?)
+}
+
+/// The stored versions of a key (none while it holds its genesis version).
+fn stored(c: &Connection, table: &str, key: &Key) -> SqlResult<Vec<Version>> {
+    let mut stmt =
+        c.prepare_cached("SELECT event, vals FROM rederive_versions WHERE tbl = ?1 AND key = ?2")?;
+    let mut rows = stmt.query(params![table, KeyParam(key)])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let event = event_from_bytes(row.get_ref(0)?.as_blob()?).map_err(bad)?;
+        let values = match row.get_ref(1)?.as_blob_or_null()? {
+            Some(b) => Some(decode_values(b).map_err(|e| bad(format!("a stored version: {e}")))?),
+            None => None,
+        };
+        out.push(Version {
+            table: table.to_owned(),
+            key: key.clone(),
+            event,
+            values,
+        });
+    }
+    Ok(out)
+}
+
+/// The current versions of a key: the stored ones, or its genesis version
+/// (the input row, if there is one).
+fn current(c: &Connection, info: &TableInfo, key: &Key, m: Mode) -> SqlResult<Vec<Version>> {
+    if m > Mode::None {
+        let versions = stored(c, info.name, key)?;
+        if !versions.is_empty() {
+            return Ok(versions);
+        }
+    }
+    Ok(input_row(c, info, key)?
+        .map(|values| Version {
+            table: info.name.to_owned(),
+            key: key.clone(),
+            event: genesis(),
+            values: Some(values),
+        })
+        .into_iter()
+        .collect())
+}
+
+/// Replaces a key's stored versions, at `seq`; `src` names the peer that
+/// sent exactly these.
+fn replace(
+    c: &Connection,
+    table: &str,
+    key: &Key,
+    versions: &[Version],
+    seq: Revision,
+    src: Option<&str>,
+) -> SqlResult<()> {
+    c.prepare_cached("DELETE FROM rederive_versions WHERE tbl = ?1 AND key = ?2")?
+        .execute(params![table, KeyParam(key)])?;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO rederive_versions(tbl, key, event, vals, seq, src) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for v in versions {
+        insert.execute(params![
+            table,
+            KeyParam(key),
+            event_bytes(&v.event),
+            v.values.as_deref().map(encode_values),
+            seq,
+            src
+        ])?;
+    }
+    if versions.len() > 1 {
+        c.prepare_cached("INSERT OR IGNORE INTO rederive_conflicts VALUES (?1, ?2)")?
+            .execute(params![table, KeyParam(key)])?;
+    } else {
+        c.prepare_cached("DELETE FROM rederive_conflicts WHERE tbl = ?1 AND key = ?2")?
+            .execute(params![table, KeyParam(key)])?;
+    }
+    Ok(())
+}
+
+/// Records input writes (inside the write's transaction, before the rows
+/// are written): on a replica, a new version for each key whose row
+/// changes or that is in conflict; elsewhere, a write clears the key's
+/// tombstone.
+pub(super) fn record_puts(
+    c: &Connection,
+    info: &TableInfo,
+    rows: &[Vec<Value>],
+    rev: Revision,
+) -> SqlResult<()> {
+    let m = mode(c)?;
+    let Some(key_at) = info.key else {
+        return Ok(());
+    };
+    let keys = rows
+        .iter()
+        .filter_map(|r| r.get(key_at).and_then(Key::from_value));
+    match m {
+        Mode::None => Ok(()),
+        Mode::Tombstones => {
+            let any: bool = c
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM rederive_versions WHERE tbl = ?1)")?
+                .query_row([info.name], |r| r.get(0))?;
+            if any {
+                let mut stmt =
+                    c.prepare_cached("DELETE FROM rederive_versions WHERE tbl = ?1 AND key = ?2")?;
+                for key in keys {
+                    stmt.execute(params![info.name, KeyParam(&key)])?;
+                }
+            }
+            Ok(())
+        }
+        Mode::Replica => {
+            let me = writer(c)?;
+            for row in rows {
+                let Some(key) = row.get(key_at).and_then(Key::from_value) else {
+                    continue; // the row's own write reports the bad key
+                };
+                let now = current(c, info, &key, m)?;
+                if now.len() == 1 && now[0].values.as_ref() == Some(row) {
+                    continue;
+                }
+                let event = next_event(&me.id, &now).map_err(bad)?;
+                let v = Version {
+                    table: info.name.to_owned(),
+                    key: key.clone(),
+                    event,
+                    values: Some(row.clone()),
+                };
+                replace(c, info.name, &key, &[v], rev, None)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Records the deletion of an input row (inside the delete's transaction,
+/// before the row goes): a tombstone (on a replica, with this replica's
+/// clock), unless the key holds no row and no conflict.
+pub(super) fn record_delete(
+    c: &Connection,
+    info: &TableInfo,
+    key: &Key,
+    rev: Revision,
+) -> SqlResult<()> {
+    let m = mode(c)?;
+    let now = current(c, info, key, m)?;
+    let gone = now.iter().all(|v| v.values.is_none());
+    if now.len() <= 1 && gone {
+        return Ok(()); // nothing to delete, or deleted already
+    }
+    let event = if m == Mode::Replica {
+        next_event(&writer(c)?.id, &now).map_err(bad)?
+    } else {
+        raise_mode(c, Mode::Tombstones)?;
+        genesis()
+    };
+    let tombstone = Version {
+        table: info.name.to_owned(),
+        key: key.clone(),
+        event,
+        values: None,
+    };
+    replace(c, info.name, key, &[tombstone], rev, None)
+}
+
+fn cursor_params(c: &SyncCursor) -> (i64, &str, KeyParam<'_>, &[u8]) {
+    (c.seq, &c.table, KeyParam(&c.key), &c.event)
+}
+
+impl Replicas for SqliteStore {
+    fn replica(&self) -> Result<Option<ReplicaMeta>> {
+        run(|| read_meta(&self.conn))
+    }
+
+    fn set_replica(&self, meta: &ReplicaMeta) -> Result<()> {
+        run(|| {
+            let tx = self.write()?;
+            write_meta(&tx, meta)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn fork_id(&self, first: &ReplicaMeta) -> Result<(ReplicaMeta, Id)> {
+        run(|| {
+            let tx = self.write()?;
+            let mut me = match read_meta(&tx)? {
+                Some(_) => writer(&tx)?,
+                None => first.clone(),
+            };
+            let (keep, give) = me.id.split();
+            me.id = keep;
+            write_meta(&tx, &me)?;
+            tx.commit()?;
+            Ok((me, give))
+        })
+    }
+
+    fn copy_to(&self, path: &Path) -> Result<()> {
+        run(|| {
+            if path.exists() {
+                return Err(bad(format!("{} exists already", path.display())));
+            }
+            self.end_snapshot_now()?;
+            let target = path
+                .to_str()
+                .ok_or_else(|| bad(format!("{} is not valid UTF-8", path.display())))?;
+            self.conn.execute("VACUUM INTO ?1", [target])?;
+            let copy = Connection::open(path)?;
+            copy.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 BEGIN IMMEDIATE;
+                 DELETE FROM rederive_leases;
+                 DELETE FROM rederive_table_leases;
+                 DELETE FROM rederive_workers;
+                 COMMIT;",
+            )?;
+            Ok(())
+        })
+    }
+
+    fn versions(&self, info: &TableInfo, key: &Key) -> Result<Vec<Version>> {
+        run(|| {
+            let mut v = current(&self.conn, info, key, mode(&self.conn)?)?;
+            sort(&mut v);
+            Ok(v)
+        })
+    }
+
+    fn conflicts(&self, after: Option<(&str, &Key)>, limit: usize) -> Result<Vec<(String, Key)>> {
+        run(|| {
+            if mode(&self.conn)? < Mode::Tombstones {
+                return Ok(Vec::new());
+            }
+            let (table, key) = after.unwrap_or(("", &Key::Int(i64::MIN)));
+            let table = if after.is_none() { "" } else { table };
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT tbl, key FROM rederive_conflicts WHERE (tbl, key) > (?1, ?2) \
+                 ORDER BY tbl, key LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![table, KeyParam(key), limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, from_ref(r.get_ref(1)?)))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (t, k) = row?;
+                if let Some(k) = Key::from_value(&k) {
+                    out.push((t, k));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn changes_after(&self, to: &str, after: &SyncCursor, limit: usize) -> Result<Changes> {
+        run(|| {
+            let mut out = Changes {
+                versions: Vec::new(),
+                next: after.clone(),
+                more: false,
+            };
+            if mode(&self.conn)? < Mode::Tombstones {
+                return Ok(out);
+            }
+            let (seq, table, key, event) = cursor_params(after);
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, tbl, key, event, vals, src FROM rederive_versions \
+                 WHERE (seq, tbl, key, event) > (?1, ?2, ?3, ?4) \
+                 ORDER BY seq, tbl, key, event LIMIT ?5",
+            )?;
+            let mut rows = stmt.query(params![seq, table, key, event, limit as i64])?;
+            let mut n = 0;
+            while let Some(row) = rows.next()? {
+                n += 1;
+                let key = Key::from_value(&from_ref(row.get_ref(2)?))
+                    .ok_or_else(|| bad("a stored version has no valid key"))?;
+                let event: Vec<u8> = row.get(3)?;
+                out.next = SyncCursor {
+                    seq: row.get(0)?,
+                    table: row.get(1)?,
+                    key,
+                    event,
+                };
+                let src: Option<String> = row.get(5)?;
+                if src.as_deref() == Some(to) {
+                    continue; // the peer sent exactly this
+                }
+                let values = match row.get_ref(4)?.as_blob_or_null()? {
+                    Some(b) => {
+                        Some(decode_values(b).map_err(|e| bad(format!("a stored version: {e}")))?)
+                    }
+                    None => None,
+                };
+                out.versions.push(Version {
+                    table: out.next.table.clone(),
+                    key: out.next.key.clone(),
+                    event: event_from_bytes(&out.next.event).map_err(bad)?,
+                    values,
+                });
+            }
+            out.more = n == limit;
+            Ok(out)
+        })
+    }
+
+    fn checkpoint(&self, peer: &str) -> Result<SyncCursor> {
+        run(|| {
+            if mode(&self.conn)? < Mode::Tombstones {
+                return Ok(SyncCursor::start());
+            }
+            let found = self
+                .conn
+                .prepare_cached("SELECT seq, tbl, key, event FROM rederive_peers WHERE peer = ?1")?
+                .query_row([peer], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        from_ref(r.get_ref(2)?),
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .optional()?;
+            Ok(match found {
+                Some((seq, table, key, event)) => SyncCursor {
+                    seq,
+                    table,
+                    key: Key::from_value(&key).unwrap_or(Key::Int(i64::MIN)),
+                    event,
+                },
+                None => SyncCursor::start(),
+            })
+        })
+    }
+
+    fn apply(
+        &self,
+        graph: &Graph,
+        peer: &str,
+        versions: &[Version],
+        upto: &SyncCursor,
+    ) -> Result<Applied> {
+        run(|| {
+            let tx = self.write()?;
+            writer(&tx)?;
+            let mut applied = Applied::default();
+            let mut groups: BTreeMap<(&str, &Key), Vec<Version>> = BTreeMap::new();
+            for v in versions {
+                groups
+                    .entry((v.table.as_str(), &v.key))
+                    .or_default()
+                    .push(v.clone());
+            }
+            let mut rev = None;
+            for ((table, key), received) in groups {
+                let id = graph.table_id(table).map_err(|_| {
+                    bad(format!(
+                        "the peer sent rows of `{table}`, a table this program does not have"
+                    ))
+                })?;
+                let info = graph.table(id).info;
+                if !info.input {
+                    return Err(bad(format!(
+                        "the peer sent rows of `{table}`, a derived table"
+                    )));
+                }
+                for v in &received {
+                    if let Some(values) = &v.values {
+                        let key_ok = info
+                            .key
+                            .and_then(|i| values.get(i))
+                            .and_then(Key::from_value)
+                            .is_some_and(|k| &k == key);
+                        if values.len() != info.columns.len() || !key_ok {
+                            return Err(bad(format!(
+                                "the peer sent a `{table}` row {key} whose values do not fit the table"
+                            )));
+                        }
+                    }
+                }
+                let now = current(&tx, info, key, Mode::Replica)?;
+                let merged = merge(&now, &received);
+                let same = |a: &[Version], b: &[Version]| {
+                    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.event == y.event))
+                };
+                if same(&now, &merged) {
+                    applied.ignored += received.len() as u64;
+                    continue;
+                }
+                let seq = match rev {
+                    Some(r) => r,
+                    None => {
+                        let r = next_revision(&tx)?;
+                        bump_epoch(&tx)?;
+                        rev = Some(r);
+                        r
+                    }
+                };
+                applied.changed += 1;
+                if merged.len() > 1 {
+                    applied.conflicts += 1;
+                }
+                let src = same(&received, &merged).then_some(peer);
+                replace(&tx, table, key, &merged, seq, src)?;
+                let old = winner(&now).and_then(|v| v.values.as_ref());
+                let new = winner(&merged).and_then(|v| v.values.as_ref());
+                if old != new {
+                    match new {
+                        Some(values) => {
+                            let sql = self.cache.upsert_input_sql(info, 1);
+                            let stamps = [Value::Integer(seq.get()), Value::Integer(self.now_ms())];
+                            let params = values.iter().chain(&stamps).map(SqlValue);
+                            tx.prepare_cached(&sql)?
+                                .execute(rusqlite::params_from_iter(params))?;
+                        }
+                        None => {
+                            delete_input(&tx, graph, id, key, seq)?;
+                        }
+                    }
+                }
+            }
+            let (seq, table, key, event) = cursor_params(upto);
+            tx.prepare_cached("INSERT OR REPLACE INTO rederive_peers VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![peer, seq, table, key, event])?;
+            tx.commit()?;
+            Ok(applied)
+        })
+    }
+
+    fn absorb(&self, from: &str, id: &Id) -> Result<()> {
+        run(|| {
+            let tx = self.write()?;
+            let mut me = writer(&tx)?;
+            let done: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM rederive_absorbed WHERE name = ?1)")?
+                .query_row([from], |r| r.get(0))?;
+            if !done {
+                me.id = me.id.sum(id).map_err(|e| {
+                    bad(format!(
+                        "cannot take the clock id of `{from}`: {e} (it overlaps this replica's)"
+                    ))
+                })?;
+                write_meta(&tx, &me)?;
+                tx.execute("INSERT INTO rederive_absorbed VALUES (?1)", [from])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}

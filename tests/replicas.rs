@@ -1,0 +1,163 @@
+//! Replicas: fork, offline writes, sync, conflicts and their resolution,
+//! retiring, and the refusals (unrelated databases, copies made by hand).
+use rederive::{derive_table, Db, Error, Row};
+
+#[derive(Row, Debug, Clone, PartialEq)]
+#[row(input)]
+pub struct Note {
+    #[row(key)]
+    pub id: i64,
+    pub text: String,
+}
+
+#[derive(Row, Debug, Clone, PartialEq)]
+pub struct Shout {
+    pub loud: String,
+}
+
+#[derive_table]
+fn shout(n: &Note) -> Shout {
+    Shout {
+        loud: n.text.to_uppercase(),
+    }
+}
+
+fn note(id: i64, text: &str) -> Note {
+    Note {
+        id,
+        text: text.into(),
+    }
+}
+
+fn texts(db: &Db, id: i64) -> Vec<Option<String>> {
+    db.versions::<Note>(id)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.map(|n| n.text))
+        .collect()
+}
+
+#[test]
+fn two_laptops_edit_offline_conflict_and_resolve() -> rederive::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Db::open(dir.path().join("desk.db"))?;
+    desk.put(note(1, "groceries"))?;
+    desk.put(note(2, "call mum"))?;
+    desk.refresh()?;
+    assert_eq!(texts(&desk, 1), vec![Some("groceries".into())]);
+    assert_eq!(
+        texts(&desk, 9),
+        Vec::<Option<String>>::new(),
+        "never written"
+    );
+
+    let laptop = desk.fork_replica(dir.path().join("laptop.db"))?;
+    assert_eq!(laptop.get::<Note>(1)?.text, "groceries");
+    assert_eq!(
+        laptop.get::<Shout>(2)?.loud,
+        "CALL MUM",
+        "derived rows came along"
+    );
+    let r = laptop.sync_with(&desk)?;
+    assert_eq!(
+        (r.sent, r.received),
+        (0, 0),
+        "nothing new since the fork: {r:?}"
+    );
+
+    // Offline: an edit on each side, of different rows.
+    desk.put(note(2, "call mum back"))?;
+    laptop.put(note(3, "book train"))?;
+    let r = laptop.sync_with(&desk)?;
+    assert_eq!((r.sent, r.received, r.conflicts), (1, 1, 0), "{r:?}");
+    for db in [&desk, &laptop] {
+        assert_eq!(db.get::<Note>(2)?.text, "call mum back");
+        assert_eq!(db.get::<Shout>(3)?.loud, "BOOK TRAIN");
+    }
+    // Again: nothing to send either way.
+    let r = desk.sync_with(&laptop)?;
+    assert_eq!((r.sent, r.received), (0, 0), "{r:?}");
+
+    // A conflict: the same row edited on both.
+    desk.put(note(1, "groceries: milk"))?;
+    laptop.put(note(1, "groceries: eggs"))?;
+    let r = desk.sync_with(&laptop)?;
+    assert_eq!(r.conflicts, 1, "{r:?}");
+    let here = texts(&desk, 1);
+    assert_eq!(here.len(), 2, "{here:?}");
+    assert_eq!(
+        texts(&laptop, 1),
+        here,
+        "the same versions, in the same order"
+    );
+    let winner = here[0].clone().unwrap();
+    for db in [&desk, &laptop] {
+        assert_eq!(db.get::<Note>(1)?.text, winner, "one winner everywhere");
+        assert_eq!(db.get::<Shout>(1)?.loud, winner.to_uppercase());
+        let c = db.conflicts()?;
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].table.as_str(), c[0].versions), ("Note", 2));
+    }
+    // Resolved on the laptop (which has seen both).
+    laptop.put(note(1, "groceries: milk, eggs"))?;
+    assert!(laptop.conflicts()?.is_empty());
+    desk.sync_with(&laptop)?;
+    for db in [&desk, &laptop] {
+        assert_eq!(texts(db, 1), vec![Some("groceries: milk, eggs".into())]);
+        assert!(db.conflicts()?.is_empty());
+    }
+
+    // An edit against a deletion: both kept; the row wins meanwhile.
+    desk.delete::<Note>(3)?;
+    laptop.put(note(3, "book train, seat 42"))?;
+    laptop.sync_with(&desk)?;
+    for db in [&desk, &laptop] {
+        assert_eq!(texts(db, 3), vec![Some("book train, seat 42".into()), None]);
+        assert_eq!(db.get::<Shout>(3)?.loud, "BOOK TRAIN, SEAT 42");
+    }
+    // Resolved by deleting, on the desk: gone everywhere.
+    desk.delete::<Note>(3)?;
+    desk.sync_with(&laptop)?;
+    for db in [&desk, &laptop] {
+        assert_eq!(texts(db, 3), vec![None], "a plain deletion");
+        assert!(db.get::<Note>(3).is_err());
+        assert!(db.get::<Shout>(3).is_err());
+    }
+
+    // The laptop retires into the desk: its last edit arrives, its writes stop.
+    laptop.put(note(4, "from the laptop"))?;
+    laptop.retire_into(&desk)?;
+    assert_eq!(desk.get::<Note>(4)?.text, "from the laptop");
+    match laptop.put(note(5, "too late")) {
+        Err(Error::Replica { reason, .. }) => assert!(reason.contains("retired"), "{reason}"),
+        other => panic!("a retired replica took a write: {other:?}"),
+    }
+    assert!(laptop.sync_with(&desk).is_err());
+    desk.put(note(5, "the desk goes on"))?;
+    Ok(())
+}
+
+#[test]
+fn unrelated_databases_and_copies_made_by_hand_are_refused() -> rederive::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Db::open(dir.path().join("a.db"))?;
+    let b = Db::open(dir.path().join("b.db"))?;
+    let err = a.sync_with(&b).unwrap_err().to_string();
+    assert!(err.contains("never forked"), "{err}");
+    let a2 = a.fork_replica(dir.path().join("a2.db"))?;
+    let b2 = b.fork_replica(dir.path().join("b2.db"))?;
+    let err = a2.sync_with(&b2).unwrap_err().to_string();
+    assert!(err.contains("not a replica of this one"), "{err}");
+    drop(a2);
+    std::fs::copy(dir.path().join("a2.db"), dir.path().join("copy.db")).unwrap();
+    let a2 = Db::open(dir.path().join("a2.db"))?;
+    let copy = Db::open(dir.path().join("copy.db"))?;
+    let err = copy.sync_with(&a2).unwrap_err().to_string();
+    assert!(err.contains("copy of the other made by hand"), "{err}");
+    let err = match a.fork_replica(dir.path().join("a2.db")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("forked over an existing file"),
+    };
+    assert!(err.contains("exists already"), "{err}");
+    Ok(())
+}
