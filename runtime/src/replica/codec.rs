@@ -239,7 +239,7 @@ mod tests {
     proptest! {
         #[test]
         fn values_round_trip(values in proptest::collection::vec(value(), 0..8)) {
-            prop_assert_eq!(decode_values(&encode_values(&values))?, values);
+            prop_assert_eq!(decode_values(&encode_values(&values)).map_err(TestCaseError::fail)?, values);
         }
 
         #[test]
@@ -258,7 +258,7 @@ mod tests {
         long.push(0);
         assert_eq!(
             decode_values(&long).unwrap_err(),
-            "expected the end at byte 9"
+            "expected the end at byte 8"
         );
     }
 }
