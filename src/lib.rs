@@ -159,8 +159,8 @@ pub use rederive_macros::{derive_table, Row};
 #[cfg(feature = "postgres")]
 pub use rederive_postgres as postgres;
 pub use rederive_runtime::{
-    catalog, cli, clock, code, ctx, dynamic, engine, error, graph, judge, node, report, row,
-    sqlite, staleness, storage, value, watch, Column, ColumnDef, Ctx, Db, Derived, Error,
+    catalog, cli, clock, code, ctx, dynamic, engine, error, graph, judge, node, replica, report,
+    row, sqlite, staleness, storage, value, watch, Column, ColumnDef, Ctx, Db, Derived, Error,
     FailedRow, Graph, GraphProblem, Input, Inputs, Key, NodeBuilder, NodeDef, Produced, ReadError,
     Report, Result, Rooted, Row, RuntimeNode, SqlType, StaleRow, Staleness, Table, TableDef,
     TableInfo, TableReport, TableStatus, Value,

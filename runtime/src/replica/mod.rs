@@ -267,6 +267,20 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The current versions of any input row, as stored (with their clock
+    /// histories), the winner first: what [`Db::versions`] decodes.
+    pub fn stored_versions(&self, table: &str, key: impl Into<Key>) -> Result<Vec<Version>> {
+        let id = self.graph().table_id(table)?;
+        let key = self.coerce_key(id, key.into())?;
+        let info = self.graph().table(id).info;
+        if !info.input {
+            return Err(Error::NotAnInput(table.to_owned()));
+        }
+        self.replicas_op(|r| r.versions(info, &key))
+    }
+}
+
 impl Peer for Db {
     fn describe(&self) -> Result<PeerInfo> {
         Ok(PeerInfo {
