@@ -23,6 +23,7 @@
 //! refused (they have the same name); a replica that retired refuses
 //! writes.
 pub mod codec;
+pub mod net;
 pub mod version;
 
 use crate::engine::Db;
