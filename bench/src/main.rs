@@ -8,6 +8,7 @@
 //! ```
 mod pg;
 mod reads;
+mod replicas;
 
 use rederive::{derive_table, Db, Row};
 use std::path::Path;
@@ -498,6 +499,11 @@ fn main() {
         // Quick look at (h) alone, for profiling.
         let n: i64 = args[2].parse().unwrap();
         reads::run_h(&dir, n);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--replicas") {
+        replicas::run(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

@@ -1,0 +1,232 @@
+//! Replica figures: what a sync costs against the size of the database,
+//! bytes per changed row, rows applied per second, and the clocks' size
+//! under churn.
+
+use crate::{median, Item, PUT_BATCH};
+use rederive::itc::Stamp;
+use rederive::replica::codec::Writer;
+use rederive::replica::version::{event_bytes, merge, next_event, Version};
+use rederive::{Db, Key, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn items(range: std::ops::Range<usize>, v: i64) -> impl Iterator<Item = Item> {
+    range.map(move |i| Item {
+        id: i as i64,
+        v: v + i as i64,
+    })
+}
+
+/// A replica pair over `n` rows, synced once.
+fn pair(dir: &Path, n: usize) -> (Db, Db) {
+    let a_path = dir.join(format!("sync-a-{n}.db"));
+    let b_path = dir.join(format!("sync-b-{n}.db"));
+    for p in [&a_path, &b_path] {
+        let _ = std::fs::remove_file(p);
+    }
+    let a = Db::open(&a_path).unwrap();
+    let mut start = 0;
+    while start < n {
+        let end = (start + PUT_BATCH).min(n);
+        a.put_all(items(start..end, 0)).unwrap();
+        start = end;
+    }
+    let b = a.fork_replica(&b_path).unwrap();
+    // Every row written on the first replica after the fork: every row
+    // has a version of its own (the worst case for the sync's bookkeeping).
+    let mut start = 0;
+    while start < n {
+        let end = (start + PUT_BATCH).min(n);
+        a.put_all(items(start..end, 1)).unwrap();
+        start = end;
+    }
+    b.sync_with(&a).unwrap();
+    (a, b)
+}
+
+/// The size of one version as it travels: table, key, clock and values,
+/// in the replica codec.
+fn wire_bytes(v: &Version) -> usize {
+    let mut w = Writer::default();
+    w.text(&v.table);
+    w.key(&v.key);
+    w.bytes(&event_bytes(&v.event));
+    match &v.values {
+        Some(values) => {
+            w.uint(1);
+            w.values(values);
+        }
+        None => w.uint(0),
+    }
+    w.bytes.len()
+}
+
+/// Times syncing 10 changed rows, 7 times: the first and the median.
+fn ten_changed(a: &Db, b: &Db, round0: i64) -> (Duration, Duration, usize) {
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for round in 0..7 {
+        let v = round0 + round;
+        a.put_all((0..10).map(|i| Item {
+            id: i * 97,
+            v: 1000 * v + i,
+        }))
+        .unwrap();
+        let t = Instant::now();
+        let r = b.sync_with(a).unwrap();
+        times.push(t.elapsed());
+        assert_eq!(r.received, 10, "{r:?}");
+        if round == 0 {
+            bytes = (0..10)
+                .flat_map(|i| a.stored_versions("Item", i * 97).unwrap())
+                .map(|v| wire_bytes(&v))
+                .sum::<usize>();
+        }
+    }
+    let first = times[0];
+    (first, median(times).0, bytes)
+}
+
+/// The clocks' size under churn: `replicas` live replicas write random
+/// keys of 1,000, sync in random pairs, and now and then one retires into
+/// another and a new one forks; the mean encoded clock of a row's version
+/// after `steps` steps.
+fn churn(replicas: usize, steps: usize) -> (f64, usize) {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let keys = 1000;
+    let mut ids = vec![Stamp::seed()];
+    while ids.len() < replicas {
+        let s = ids.remove(0);
+        let (l, r) = s.fork();
+        ids.push(l);
+        ids.push(r);
+    }
+    let mut state: Vec<Vec<Vec<Version>>> = vec![vec![Vec::new(); keys]; replicas];
+    for _ in 0..steps {
+        let a = next(replicas);
+        match next(100) {
+            0..=59 => {
+                let k = next(keys);
+                let event = next_event(ids[a].id(), &state[a][k]).unwrap();
+                state[a][k] = vec![Version {
+                    table: "Item".into(),
+                    key: Key::Int(k as i64),
+                    event,
+                    values: Some(vec![Value::Integer(k as i64)]),
+                }];
+            }
+            60..=97 => {
+                let b = next(replicas);
+                if a != b {
+                    for k in 0..keys {
+                        let m = merge(&state[a][k], &state[b][k]);
+                        state[a][k] = m.clone();
+                        state[b][k] = m;
+                    }
+                }
+            }
+            _ => {
+                // `a` retires into `b` (after a sync), and a new replica
+                // forks from `b` in its place.
+                let b = (a + 1 + next(replicas - 1)) % replicas;
+                for k in 0..keys {
+                    state[b][k] = merge(&state[a][k], &state[b][k]);
+                }
+                let joined = ids[b].join(&ids[a]).unwrap();
+                let (keep, give) = joined.fork();
+                ids[b] = keep;
+                ids[a] = give;
+                state[a] = state[b].clone();
+            }
+        }
+    }
+    let (mut total, mut count, mut most) = (0usize, 0usize, 0usize);
+    for replica in &state {
+        for versions in replica {
+            for v in versions {
+                let n = event_bytes(&v.event).len();
+                total += n;
+                most = most.max(n);
+                count += 1;
+            }
+        }
+    }
+    (total as f64 / count.max(1) as f64, most)
+}
+
+/// Runs every replica figure.
+pub fn run(dir: &Path) {
+    println!("Replicas (SQLite files on this machine)\n");
+    let mut medians = Vec::new();
+    for n in [1_000usize, 50_000] {
+        let (a, b) = pair(dir, n);
+        let (first, med, bytes) = ten_changed(&a, &b, 10);
+        println!(
+            "sync of 10 changed rows, {n} rows: first {first:.2?}, median of 7 {med:.2?}; \
+             {bytes} bytes of versions for 10 rows ({} per row)",
+            bytes / 10
+        );
+        medians.push(med);
+    }
+    println!(
+        "  ratio 50,000 / 1,000 rows: {:.2} (target <= 3)",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+    );
+
+    // Applying a sync of 100,000 changed rows.
+    let n = 100_000;
+    let a_path = dir.join("apply-a.db");
+    let b_path = dir.join("apply-b.db");
+    for p in [&a_path, &b_path] {
+        let _ = std::fs::remove_file(p);
+    }
+    let a = Db::open(&a_path).unwrap();
+    a.put(Item { id: -1, v: 0 }).unwrap();
+    let b = a.fork_replica(&b_path).unwrap();
+    let t = Instant::now();
+    let mut start = 0;
+    while start < n {
+        let end = (start + PUT_BATCH).min(n);
+        a.put_all(items(start..end, 0)).unwrap();
+        start = end;
+    }
+    let put = t.elapsed();
+    let plain_path = dir.join("apply-plain.db");
+    let _ = std::fs::remove_file(&plain_path);
+    let plain = Db::open(&plain_path).unwrap();
+    let t = Instant::now();
+    let mut start = 0;
+    while start < n {
+        let end = (start + PUT_BATCH).min(n);
+        plain.put_all(items(start..end, 0)).unwrap();
+        start = end;
+    }
+    let put_plain = t.elapsed();
+    let t = Instant::now();
+    let r = b.sync_with(&a).unwrap();
+    let applied = t.elapsed();
+    assert_eq!(r.received as usize, n);
+    println!(
+        "sync applying {n} new rows: {applied:.2?}, {:.0} rows/s (cr-sqlite: about 11-20k changes/s)",
+        n as f64 / applied.as_secs_f64()
+    );
+    println!(
+        "  writing those rows on a replica (recording versions): {put:.2?}; on a database that \
+         never forked: {put_plain:.2?} ({:.1}x)",
+        put.as_secs_f64() / put_plain.as_secs_f64()
+    );
+
+    for replicas in [4, 16, 64] {
+        let (mean, most) = churn(replicas, 20_000);
+        println!(
+            "clock bytes per row version under churn, {replicas} replicas, 20,000 steps over \
+             1,000 keys: mean {mean:.1}, largest {most}"
+        );
+    }
+}
