@@ -10,6 +10,11 @@
 //! feature, a `postgres://` URL; default: `$REDERIVE_DB`, else the
 //! program's name with `.db`) and `--json`. Exit codes: 0 ok, 1 failures
 //! present where the command reports them, 2 usage or database errors.
+//!
+//! Replicas (section 5 of the design): `fork PATH` makes one, `sync
+//! PATH|URL` syncs two, `serve --listen ADDR` serves one to `sync URL` on
+//! other machines, `conflicts` lists rows written concurrently (exit 1
+//! while there are some), `retire PATH|URL` hands a replica over.
 
 use crate::engine::Db;
 use crate::error::Error;
@@ -41,7 +46,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Rows per table: fresh, stale, missing, failed, blocked, running, settling.
+    /// Rows per table: fresh, stale, missing, failed, blocked, running,
+    /// settling; input rows in conflict between replicas.
     Status,
     /// Compute every missing and stale row. Beside other workers, take a
     /// share and wait until the rows they hold are done.
@@ -74,6 +80,42 @@ pub enum Command {
         /// Drop leftover input tables too: their rows are lost for good.
         #[arg(long)]
         inputs: bool,
+    },
+    /// Make a new replica of the database at PATH (a file that must not
+    /// exist), owning half of this replica's clock id. Move it to another
+    /// machine and `sync` the two now and then. Never copy a replica's file
+    /// by hand to make another one.
+    Fork {
+        /// The new replica's file.
+        path: PathBuf,
+    },
+    /// Sync with another replica, both ways: a file, or the URL of a
+    /// replica that `serve` serves (`http://HOST:PORT`).
+    Sync {
+        /// The other replica.
+        #[arg(value_name = "PATH|URL")]
+        peer: String,
+    },
+    /// Serve the database to replicas that `sync` with its URL, until
+    /// Ctrl-C. Plain HTTP with no credentials: listen on loopback or a
+    /// private network.
+    Serve {
+        /// The address to listen on, e.g. `127.0.0.1:4300` (port 0 takes a
+        /// free port; the first line printed says which).
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+    },
+    /// List input rows with concurrent versions (from replicas that wrote
+    /// the same row offline), each version's values, the winner first. A
+    /// new write of the row resolves its conflict.
+    Conflicts,
+    /// Retire this replica into another one (a file or a URL): send it
+    /// everything it lacks and hand it this replica's clock id. This
+    /// replica refuses writes from then on.
+    Retire {
+        /// The replica that takes over.
+        #[arg(value_name = "PATH|URL")]
+        peer: String,
     },
     /// Print the graph of tables and functions.
     Graph {
@@ -265,6 +307,9 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
                         if s.input { " --inputs" } else { "" }
                     );
                 }
+                for s in status.iter().filter(|s| s.conflicts > 0) {
+                    println!("{}: {}", s.table, conflicts_line(s.conflicts));
+                }
                 for s in status.iter().filter(|s| !s.workers.is_empty()) {
                     let each: Vec<String> = s
                         .workers
@@ -391,6 +436,98 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             }
             Ok(0)
         }
+        Command::Fork { path: to } => {
+            let db = open(path, Access::Write)?;
+            let fork = db.fork_replica(to)?;
+            let name = fork.replica_meta()?.map(|m| m.name).unwrap_or_default();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "forked": fork.location(), "replica": name, "of": db.location() })
+                );
+            } else {
+                println!(
+                    "forked replica {name} of {} into {}",
+                    db.location(),
+                    fork.location()
+                );
+            }
+            Ok(0)
+        }
+        Command::Sync { peer } => {
+            let db = open(path, Access::Write)?;
+            let report = crate::replica::sync(&db, open_peer(&db, peer)?.as_ref())?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!("{report}");
+                if report.conflicts > 0 {
+                    println!("{}", conflicts_line(report.conflicts));
+                }
+            }
+            Ok(0)
+        }
+        Command::Serve { listen } => {
+            let db = open(path, Access::Write)?;
+            serve_until_interrupted(&db, listen, cli.json)?;
+            Ok(0)
+        }
+        Command::Conflicts => {
+            let db = open(path, Access::Read)?;
+            let listed = conflicts(&db)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&listed).unwrap_or_default()
+                );
+            } else if listed.is_empty() {
+                println!("no rows in conflict");
+            } else {
+                for c in &listed {
+                    let rows = c["versions"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+                    println!(
+                        "{} {}: {} versions",
+                        c["table"].as_str().unwrap_or_default(),
+                        c["key"],
+                        rows.len()
+                    );
+                    for (i, row) in rows.iter().enumerate() {
+                        let shown = if row.is_null() {
+                            "(deleted)".to_owned()
+                        } else {
+                            row.to_string()
+                        };
+                        let mark = if i == 0 { "winner" } else { "      " };
+                        println!("    {mark} {shown}");
+                    }
+                }
+                println!(
+                    "{}; writing the row again (on a replica that has seen every version) \
+                     resolves it",
+                    conflicts_line(listed.len() as u64)
+                );
+            }
+            Ok(failures(!listed.is_empty()))
+        }
+        Command::Retire { peer } => {
+            let db = open(path, Access::Write)?;
+            let peer = open_peer(&db, peer)?;
+            let name = db.replica_meta()?.map(|m| m.name).unwrap_or_default();
+            let into = peer.describe()?.location;
+            crate::replica::retire(&db, peer.as_ref())?;
+            if cli.json {
+                println!("{}", json!({ "retired": name, "into": into }));
+            } else {
+                println!(
+                    "retired replica {name} ({}) into {into}; it refuses writes from now on",
+                    db.location()
+                );
+            }
+            Ok(0)
+        }
         Command::Errors => {
             let db = open(path, Access::Read)?;
             let errors = db.errors()?;
@@ -412,6 +549,127 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             Ok(failures(!errors.is_empty()))
         }
     }
+}
+
+/// "N rows in conflict (run `conflicts`)".
+fn conflicts_line(n: u64) -> String {
+    let rows = if n == 1 { "row" } else { "rows" };
+    format!("{n} {rows} in conflict (run `conflicts`)")
+}
+
+/// The other side of `sync` and `retire`: a replica served at an
+/// `http://` URL, or a file opened with this program's graph.
+fn open_peer(db: &Db, location: &str) -> Result<Box<dyn crate::replica::Peer>, Error> {
+    if let Some(scheme) = crate::storage::url::url_scheme(location) {
+        if scheme != "http" && scheme != "https" {
+            return Err(Error::Replica {
+                replica: location.to_owned(),
+                reason: "a replica is a file, or a server's `http://HOST:PORT` URL \
+                         (from `serve`)"
+                    .into(),
+            });
+        }
+        return Ok(Box::new(crate::replica::net::HttpPeer::new(location)?));
+    }
+    let path = Path::new(location);
+    if !path.is_file() {
+        return Err(Error::Replica {
+            replica: location.to_owned(),
+            reason: "no such file (a replica is a file made by `fork`, or the URL of \
+                     `serve`)"
+                .into(),
+        });
+    }
+    let here = std::fs::canonicalize(db.location()).ok();
+    if here.is_some() && here == std::fs::canonicalize(path).ok() {
+        return Err(Error::Replica {
+            replica: location.to_owned(),
+            reason: "that is this database itself".into(),
+        });
+    }
+    Ok(Box::new(Db::open_with(path, db.graph().clone())?))
+}
+
+/// The rows in conflict, each with its versions' values (the winner first,
+/// `null` for a deletion) as JSON objects by column.
+fn conflicts(db: &Db) -> Result<Vec<serde_json::Value>, Error> {
+    let mut out = Vec::new();
+    for c in db.conflicts()? {
+        let id = db.graph().table_id(&c.table)?;
+        let info = db.graph().table(id).info;
+        let versions = {
+            let store = db.store();
+            let replicas = store.replicas().ok_or_else(|| Error::Replica {
+                replica: db.location(),
+                reason: "this backend keeps no replicas".into(),
+            })?;
+            replicas.versions(info, &c.key)?
+        };
+        let rows: Vec<serde_json::Value> = versions
+            .iter()
+            .map(|v| match &v.values {
+                None => serde_json::Value::Null,
+                Some(values) => serde_json::Value::Object(
+                    info.columns
+                        .iter()
+                        .zip(values)
+                        .map(|(col, v)| (col.name.to_owned(), value_json(v, col.json)))
+                        .collect(),
+                ),
+            })
+            .collect();
+        out.push(json!({
+            "table": c.table,
+            "key": c.key,
+            "count": rows.len(),
+            "versions": rows,
+        }));
+    }
+    Ok(out)
+}
+
+/// `serve`: says where it listens (first line, flushed, so that a script
+/// can read the port), then serves until Ctrl-C.
+fn serve_until_interrupted(db: &Db, listen: &str, json: bool) -> Result<(), Error> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(meta) = db.replica_meta()? else {
+        return Err(Error::Replica {
+            replica: db.location(),
+            reason: "this database never forked, so no replica can sync with it; make one \
+                     with `fork PATH` and serve either"
+                .into(),
+        });
+    };
+    if meta.retired {
+        return Err(Error::Replica {
+            replica: db.location(),
+            reason: "this replica retired; serve a live one".into(),
+        });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| Error::Replica {
+        replica: db.location(),
+        reason: format!("cannot catch Ctrl-C: {e}"),
+    })?;
+    crate::replica::net::serve(db, listen, &stop, |addr| {
+        let url = format!("http://{addr}");
+        if json {
+            println!(
+                "{}",
+                json!({ "event": "serving", "replica": meta.name, "db": db.location(), "url": url })
+            );
+        } else {
+            println!(
+                "serving replica {} of {} on {url}",
+                meta.name,
+                db.location()
+            );
+        }
+        let _ = std::io::stdout().flush();
+    })
 }
 
 fn table_line(r: &TableReport) -> String {

@@ -127,6 +127,9 @@ pub struct TableStatus {
     /// The workers holding leases in this table now, each with how many
     /// rows it is computing, sorted by worker.
     pub workers: Vec<crate::storage::RunningWork>,
+    /// Rows with concurrent versions from replicas (input tables only;
+    /// `conflicts` lists them, and a new write of a row resolves it).
+    pub conflicts: u64,
     /// A table that this program no longer has (left by a function or row
     /// type that was removed): only `rows` is counted. `prune` drops it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -344,6 +344,15 @@ impl Db {
             st.workers = self.store().running(&st.table)?;
             st.running = st.workers.iter().map(|w| w.rows).sum();
         }
+        // Replicas' conflicts, on a backend that keeps replicas.
+        let replicas = self.store().replicas().is_some();
+        if replicas {
+            for c in self.conflicts()? {
+                if let Some(st) = out.iter_mut().find(|s| s.table == c.table) {
+                    st.conflicts += 1;
+                }
+            }
+        }
         for t in self.leftover_tables()? {
             out.push(TableStatus {
                 table: t.name,
