@@ -161,3 +161,28 @@ fn unrelated_databases_and_copies_made_by_hand_are_refused() -> rederive::Result
     assert!(err.contains("exists already"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_database_that_never_forked_keeps_tombstones_and_no_clocks() -> rederive::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("plain.db"))?;
+    assert!(db.replica_meta()?.is_none());
+    db.put(note(1, "one"))?;
+    assert_eq!(texts(&db, 1), vec![Some("one".into())]);
+    db.delete::<Note>(1)?;
+    assert_eq!(texts(&db, 1), vec![None], "a plain deletion");
+    assert!(!db.delete::<Note>(7)?);
+    assert_eq!(texts(&db, 7), Vec::<Option<String>>::new(), "never written");
+    db.put(note(1, "again"))?;
+    assert_eq!(texts(&db, 1), vec![Some("again".into())]);
+    db.delete::<Note>(1)?;
+    // The tombstone is part of the genesis both replicas share; a write on
+    // either replaces it everywhere.
+    let other = db.fork_replica(dir.path().join("other.db"))?;
+    assert_eq!(texts(&other, 1), vec![None]);
+    other.put(note(1, "back"))?;
+    db.sync_with(&other)?;
+    assert_eq!(texts(&db, 1), vec![Some("back".into())]);
+    assert_eq!(db.get::<Shout>(1)?.loud, "BACK");
+    Ok(())
+}

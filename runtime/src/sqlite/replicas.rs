@@ -199,13 +199,25 @@ fn stored(c: &Connection, table: &str, key: &Key) -> SqlResult<Vec<Version>> {
 /// The current versions of a key: the stored ones, or its genesis version
 /// (the input row, if there is one).
 fn current(c: &Connection, info: &TableInfo, key: &Key, m: Mode) -> SqlResult<Vec<Version>> {
+    Ok(current_and_stored(c, info, key, m)?.0)
+}
+
+/// [`current`], and how many of them are stored (rather than the genesis
+/// version, read from the input table).
+fn current_and_stored(
+    c: &Connection,
+    info: &TableInfo,
+    key: &Key,
+    m: Mode,
+) -> SqlResult<(Vec<Version>, usize)> {
     if m > Mode::None {
         let versions = stored(c, info.name, key)?;
         if !versions.is_empty() {
-            return Ok(versions);
+            let n = versions.len();
+            return Ok((versions, n));
         }
     }
-    Ok(input_row(c, info, key)?
+    let genesis = input_row(c, info, key)?
         .map(|values| Version {
             table: info.name.to_owned(),
             key: key.clone(),
@@ -213,21 +225,25 @@ fn current(c: &Connection, info: &TableInfo, key: &Key, m: Mode) -> SqlResult<Ve
             values: Some(values),
         })
         .into_iter()
-        .collect())
+        .collect();
+    Ok((genesis, 0))
 }
 
-/// Replaces a key's stored versions, at `seq`; `src` names the peer that
-/// sent exactly these.
+/// Replaces a key's stored versions (`stored_before` of them), at `seq`;
+/// `src` names the peer that sent exactly these.
 fn replace(
     c: &Connection,
     table: &str,
     key: &Key,
+    stored_before: usize,
     versions: &[Version],
     seq: Revision,
     src: Option<&str>,
 ) -> SqlResult<()> {
-    c.prepare_cached("DELETE FROM rederive_versions WHERE tbl = ?1 AND key = ?2")?
-        .execute(params![table, KeyParam(key)])?;
+    if stored_before > 0 {
+        c.prepare_cached("DELETE FROM rederive_versions WHERE tbl = ?1 AND key = ?2")?
+            .execute(params![table, KeyParam(key)])?;
+    }
     let mut insert = c.prepare_cached(
         "INSERT INTO rederive_versions(tbl, key, event, vals, seq, src) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
@@ -244,7 +260,7 @@ fn replace(
     if versions.len() > 1 {
         c.prepare_cached("INSERT OR IGNORE INTO rederive_conflicts VALUES (?1, ?2)")?
             .execute(params![table, KeyParam(key)])?;
-    } else {
+    } else if stored_before > 1 {
         c.prepare_cached("DELETE FROM rederive_conflicts WHERE tbl = ?1 AND key = ?2")?
             .execute(params![table, KeyParam(key)])?;
     }
@@ -289,7 +305,7 @@ pub(super) fn record_puts(
                 let Some(key) = row.get(key_at).and_then(Key::from_value) else {
                     continue; // the row's own write reports the bad key
                 };
-                let now = current(c, info, &key, m)?;
+                let (now, stored_before) = current_and_stored(c, info, &key, m)?;
                 if now.len() == 1 && now[0].values.as_ref() == Some(row) {
                     continue;
                 }
@@ -300,7 +316,7 @@ pub(super) fn record_puts(
                     event,
                     values: Some(row.clone()),
                 };
-                replace(c, info.name, &key, &[v], rev, None)?;
+                replace(c, info.name, &key, stored_before, &[v], rev, None)?;
             }
             Ok(())
         }
@@ -317,7 +333,7 @@ pub(super) fn record_delete(
     rev: Revision,
 ) -> SqlResult<()> {
     let m = mode(c)?;
-    let now = current(c, info, key, m)?;
+    let (now, stored_before) = current_and_stored(c, info, key, m)?;
     let gone = now.iter().all(|v| v.values.is_none());
     if now.len() <= 1 && gone {
         return Ok(()); // nothing to delete, or deleted already
@@ -334,7 +350,7 @@ pub(super) fn record_delete(
         event,
         values: None,
     };
-    replace(c, info.name, key, &[tombstone], rev, None)
+    replace(c, info.name, key, stored_before, &[tombstone], rev, None)
 }
 
 fn cursor_params(c: &SyncCursor) -> (i64, &str, KeyParam<'_>, &[u8]) {
@@ -551,7 +567,7 @@ impl Replicas for SqliteStore {
                         }
                     }
                 }
-                let now = current(&tx, info, key, Mode::Replica)?;
+                let (now, stored_before) = current_and_stored(&tx, info, key, Mode::Replica)?;
                 let merged = merge(&now, &received);
                 let same = |a: &[Version], b: &[Version]| {
                     a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.event == y.event))
@@ -574,7 +590,7 @@ impl Replicas for SqliteStore {
                     applied.conflicts += 1;
                 }
                 let src = same(&received, &merged).then_some(peer);
-                replace(&tx, table, key, &merged, seq, src)?;
+                replace(&tx, table, key, stored_before, &merged, seq, src)?;
                 let old = winner(&now).and_then(|v| v.values.as_ref());
                 let new = winner(&merged).and_then(|v| v.values.as_ref());
                 if old != new {
