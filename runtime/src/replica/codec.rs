@@ -144,6 +144,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A length, checked against what is left.
+    #[allow(clippy::len_without_is_empty)] // reads a length; not a size
     pub fn len(&mut self) -> Result<usize, String> {
         let n = self.uint()?;
         if n > (self.bytes.len() - self.pos) as u64 {
