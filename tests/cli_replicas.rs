@@ -94,9 +94,7 @@ struct Replica {
 
 impl Replica {
     fn at(dir: &Path, name: &str) -> Replica {
-        Replica {
-            db: dir.join(name),
-        }
+        Replica { db: dir.join(name) }
     }
 
     fn path(&self) -> &str {
@@ -191,7 +189,11 @@ fn fork_sync_conflict_and_its_resolution_between_files() {
     let dir = tempfile::tempdir().unwrap();
     let (desk, laptop) = two_replicas(dir.path());
     assert_eq!(laptop.source("x"), "1 + 2", "the fork holds the rows");
-    assert!(laptop.run(&["status"]).code(0).stdout.contains("Definition"));
+    assert!(laptop
+        .run(&["status"])
+        .code(0)
+        .stdout
+        .contains("Definition"));
     // `fork --json` says where, and which replica.
     let phone = Replica::at(dir.path(), "phone.db");
     let j = desk.run(&["fork", phone.path(), "--json"]).code(0).json();
@@ -200,7 +202,10 @@ fn fork_sync_conflict_and_its_resolution_between_files() {
 
     // Nothing new: nothing sent.
     let r = laptop.sync(desk.path());
-    assert_eq!((&r["sent"], &r["received"]), (&Json::from(0), &Json::from(0)));
+    assert_eq!(
+        (&r["sent"], &r["received"]),
+        (&Json::from(0), &Json::from(0))
+    );
     laptop.conflicts(0);
 
     // Offline: the same row on both, and another row on the desk.
@@ -217,7 +222,10 @@ fn fork_sync_conflict_and_its_resolution_between_files() {
     for side in [&desk, &laptop] {
         let c = side.conflicts(1);
         assert_eq!(c.len(), 1, "{c:?}");
-        assert_eq!((&c[0]["table"], &c[0]["key"]), (&"Definition".into(), &"x".into()));
+        assert_eq!(
+            (&c[0]["table"], &c[0]["key"]),
+            (&"Definition".into(), &"x".into())
+        );
         assert_eq!(c[0]["count"], 2);
         let mut sources: Vec<&str> = c[0]["versions"]
             .as_array()
@@ -229,7 +237,11 @@ fn fork_sync_conflict_and_its_resolution_between_files() {
         sources.sort();
         assert_eq!(sources, ["5", "7"]);
     }
-    assert_eq!(desk.conflicts(1), laptop.conflicts(1), "the same everywhere");
+    assert_eq!(
+        desk.conflicts(1),
+        laptop.conflicts(1),
+        "the same everywhere"
+    );
     desk.run(&["conflicts"])
         .code(1)
         .stdout_has("Definition \"x\": 2 versions")
@@ -439,10 +451,7 @@ fn bad_input_is_refused_with_exit_code_2_naming_the_problem() {
         .stderr_has(&url)
         .stderr_has("cannot reach the replica server");
     let j = laptop.run(&["sync", &url, "--json"]).code(2).json();
-    assert!(
-        j["error"].as_str().is_some_and(|e| e.contains(&url)),
-        "{j}"
-    );
+    assert!(j["error"].as_str().is_some_and(|e| e.contains(&url)), "{j}");
     laptop.run(&["retire", &url]).code(2).stderr_has(&url);
     laptop.define("still", "1"); // a failed retire leaves it writable
 

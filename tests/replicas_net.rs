@@ -81,7 +81,11 @@ impl Served {
     /// Stops the server; returns what `serve` returned.
     fn stop(mut self) -> rederive::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread.take().unwrap().join().expect("the server panicked")
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("the server panicked")
     }
 }
 

@@ -491,9 +491,8 @@ fn answer(db: &Db, mut request: tiny_http::Request) {
         Ok(_) => route(db, request.method(), request.url(), &body),
     };
     let response = match outcome {
-        Ok(bytes) => tiny_http::Response::from_data(bytes).with_header(content_type(
-            "application/octet-stream",
-        )),
+        Ok(bytes) => tiny_http::Response::from_data(bytes)
+            .with_header(content_type("application/octet-stream")),
         Err(refusal) => tiny_http::Response::from_data(refusal.text.into_bytes())
             .with_status_code(refusal.status)
             .with_header(content_type("text/plain; charset=utf-8")),
@@ -506,12 +505,7 @@ fn content_type(value: &str) -> tiny_http::Header {
 }
 
 /// The response body for a request, or why there is none.
-fn route(
-    db: &Db,
-    method: &tiny_http::Method,
-    url: &str,
-    body: &[u8],
-) -> Result<Vec<u8>, Refusal> {
+fn route(db: &Db, method: &tiny_http::Method, url: &str, body: &[u8]) -> Result<Vec<u8>, Refusal> {
     use tiny_http::Method::{Get, Post};
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let expect = |wanted: &tiny_http::Method| {
