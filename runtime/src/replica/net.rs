@@ -4,12 +4,13 @@
 //! replica on another machine as with a file here.
 //!
 //! ```no_run
-//! # fn main() -> rederive::Result<()> {
-//! use rederive::replica::net::HttpPeer;
-//! let laptop = rederive::Db::open("laptop.db")?;
+//! # fn main() -> rederive_runtime::Result<()> {
+//! // (through the facade: `rederive::replica::net::HttpPeer`)
+//! use rederive_runtime::replica::net::HttpPeer;
+//! let laptop = rederive_runtime::Db::open("laptop.db")?;
 //! // On the desk: `my-program serve --listen 0.0.0.0:4300`.
 //! let desk = HttpPeer::new("http://desk.local:4300")?;
-//! println!("{}", rederive::replica::sync(&laptop, &desk)?);
+//! println!("{}", rederive_runtime::replica::sync(&laptop, &desk)?);
 //! # Ok(()) }
 //! ```
 //!
