@@ -129,8 +129,8 @@ impl Db {
     /// this replica's clock id, and opens it with this `Db`'s graph.
     ///
     /// ```no_run
-    /// # fn main() -> rederive::Result<()> {
-    /// let desktop = rederive::Db::open("desktop.db")?;
+    /// # fn main() -> rederive_runtime::error::Result<()> {
+    /// let desktop = rederive_runtime::Db::open("desktop.db")?;
     /// let laptop = desktop.fork_replica("laptop.db")?;
     /// // ... writes on either ...
     /// let report = laptop.sync_with(&desktop)?;

@@ -144,7 +144,7 @@ fn write_meta(c: &Connection, meta: &ReplicaMeta) -> SqlResult<()> {
 fn writer(c: &Connection) -> SqlResult<ReplicaMeta> {
     match read_meta(c)? {
         Some(m) if m.retired => Err(SqlError::Ours(Error::Replica {
-            replica: m.name,
+            replica: format!("this database (replica `{}`)", m.name),
             reason: "this replica retired (its clock id was handed to another replica): \
                      it takes no more writes; write on a live replica"
                 .into(),
@@ -229,32 +229,47 @@ fn current_and_stored(
     Ok((genesis, 0))
 }
 
-/// Replaces a key's stored versions (`stored_before` of them), at `seq`;
-/// `src` names the peer that sent exactly these.
+/// Replaces a key's stored versions: `before` are its current ones (the
+/// first `stored_before` of them stored, none when it holds its genesis
+/// version). Versions kept keep their place in the stream; new ones are
+/// stored at `seq`, and `src` names the peer that sent the versions it
+/// received (which are then not sent back to it).
+#[allow(clippy::too_many_arguments)]
 fn replace(
     c: &Connection,
     table: &str,
     key: &Key,
+    before: &[Version],
     stored_before: usize,
     versions: &[Version],
     seq: Revision,
-    src: Option<&str>,
+    src: Option<(&str, &[Version])>,
 ) -> SqlResult<()> {
-    if stored_before > 0 {
-        c.prepare_cached("DELETE FROM rederive_versions WHERE tbl = ?1 AND key = ?2")?
-            .execute(params![table, KeyParam(key)])?;
+    let stored = if stored_before > 0 { before } else { &[] };
+    let mut delete = c.prepare_cached(
+        "DELETE FROM rederive_versions WHERE tbl = ?1 AND key = ?2 AND event = ?3",
+    )?;
+    for old in stored {
+        if !versions.iter().any(|v| v.event == old.event) {
+            delete.execute(params![table, KeyParam(key), event_bytes(&old.event)])?;
+        }
     }
     let mut insert = c.prepare_cached(
         "INSERT INTO rederive_versions(tbl, key, event, vals, seq, src) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for v in versions {
+        if stored.iter().any(|old| old.event == v.event) {
+            continue;
+        }
+        let from =
+            src.and_then(|(peer, sent)| sent.iter().any(|s| s.event == v.event).then_some(peer));
         insert.execute(params![
             table,
             KeyParam(key),
             event_bytes(&v.event),
             v.values.as_deref().map(encode_values),
             seq,
-            src
+            from
         ])?;
     }
     if versions.len() > 1 {
@@ -316,7 +331,7 @@ pub(super) fn record_puts(
                     event,
                     values: Some(row.clone()),
                 };
-                replace(c, info.name, &key, stored_before, &[v], rev, None)?;
+                replace(c, info.name, &key, &now, stored_before, &[v], rev, None)?;
             }
             Ok(())
         }
@@ -350,7 +365,16 @@ pub(super) fn record_delete(
         event,
         values: None,
     };
-    replace(c, info.name, key, stored_before, &[tombstone], rev, None)
+    replace(
+        c,
+        info.name,
+        key,
+        &now,
+        stored_before,
+        &[tombstone],
+        rev,
+        None,
+    )
 }
 
 fn cursor_params(c: &SyncCursor) -> (i64, &str, KeyParam<'_>, &[u8]) {
@@ -589,8 +613,16 @@ impl Replicas for SqliteStore {
                 if merged.len() > 1 {
                     applied.conflicts += 1;
                 }
-                let src = same(&received, &merged).then_some(peer);
-                replace(&tx, table, key, stored_before, &merged, seq, src)?;
+                replace(
+                    &tx,
+                    table,
+                    key,
+                    &now,
+                    stored_before,
+                    &merged,
+                    seq,
+                    Some((peer, &received)),
+                )?;
                 let old = winner(&now).and_then(|v| v.values.as_ref());
                 let new = winner(&merged).and_then(|v| v.values.as_ref());
                 if old != new {
