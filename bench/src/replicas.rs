@@ -124,20 +124,24 @@ fn churn(replicas: usize, steps: usize) -> (f64, usize) {
             60..=97 => {
                 let b = next(replicas);
                 if a != b {
-                    for k in 0..keys {
-                        let m = merge(&state[a][k], &state[b][k]);
-                        state[a][k] = m.clone();
-                        state[b][k] = m;
-                    }
+                    let merged: Vec<Vec<Version>> = state[a]
+                        .iter()
+                        .zip(&state[b])
+                        .map(|(x, y)| merge(x, y))
+                        .collect();
+                    state[a] = merged.clone();
+                    state[b] = merged;
                 }
             }
             _ => {
                 // `a` retires into `b` (after a sync), and a new replica
                 // forks from `b` in its place.
                 let b = (a + 1 + next(replicas - 1)) % replicas;
-                for k in 0..keys {
-                    state[b][k] = merge(&state[a][k], &state[b][k]);
-                }
+                state[b] = state[a]
+                    .iter()
+                    .zip(&state[b])
+                    .map(|(x, y)| merge(x, y))
+                    .collect();
                 let joined = ids[b].join(&ids[a]).unwrap();
                 let (keep, give) = joined.fork();
                 ids[b] = keep;

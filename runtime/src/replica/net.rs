@@ -896,7 +896,8 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         use proptest::prelude::*;
-        let decoders: [fn(&[u8]) -> Result<(), String>; 8] = [
+        type Decoder = fn(&[u8]) -> Result<(), String>;
+        let decoders: [Decoder; 8] = [
             |b| decode_info(b).map(drop),
             |b| decode_cursor(b).map(drop),
             |b| decode_changes(b).map(drop),

@@ -128,25 +128,37 @@ mod tests {
         let (a, b) = Stamp::seed().fork();
         let e1 = next_event(a.id(), &[]).unwrap();
         let older = v(&e1, Some(1));
-        let newer = v(&next_event(a.id(), &[older.clone()]).unwrap(), Some(2));
+        let newer = v(
+            &next_event(a.id(), std::slice::from_ref(&older)).unwrap(),
+            Some(2),
+        );
         assert_eq!(
-            merge(&[older.clone()], &[newer.clone()]),
+            merge(std::slice::from_ref(&older), std::slice::from_ref(&newer)),
             vec![newer.clone()]
         );
         assert_eq!(
-            merge(&[newer.clone()], &[older.clone()]),
+            merge(std::slice::from_ref(&newer), std::slice::from_ref(&older)),
             vec![newer.clone()]
         );
-        let theirs = v(&next_event(b.id(), &[older.clone()]).unwrap(), None);
-        let both = merge(&[newer.clone()], &[theirs.clone()]);
+        let theirs = v(
+            &next_event(b.id(), std::slice::from_ref(&older)).unwrap(),
+            None,
+        );
+        let both = merge(std::slice::from_ref(&newer), std::slice::from_ref(&theirs));
         assert_eq!(both.len(), 2);
         assert_eq!(winner(&both), Some(&newer), "a row wins over a deletion");
         assert_eq!(both[0], newer, "the winner is listed first");
         // Merging in the other order gives the same list.
-        assert_eq!(merge(&[theirs.clone()], &[newer.clone()]), both);
+        assert_eq!(
+            merge(std::slice::from_ref(&theirs), std::slice::from_ref(&newer)),
+            both
+        );
         // A write over both resolves the conflict.
         let resolved = v(&next_event(b.id(), &both).unwrap(), Some(3));
-        assert_eq!(merge(&both, &[resolved.clone()]), vec![resolved]);
+        assert_eq!(
+            merge(&both, std::slice::from_ref(&resolved)),
+            vec![resolved]
+        );
     }
 
     #[test]
