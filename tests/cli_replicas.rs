@@ -8,83 +8,15 @@
 //! errors.
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 mod common;
 
-fn toy_lang() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| common::example("toy_lang", &[]))
-}
-
-/// What a run printed and how it exited.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    args: Vec<String>,
-}
-
-impl Run {
-    fn new(out: Output, args: &[&str]) -> Run {
-        Run {
-            code: out
-                .status
-                .code()
-                .unwrap_or_else(|| panic!("toy_lang {args:?} was killed: {}", out.status)),
-            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-            args: args.iter().map(|a| a.to_string()).collect(),
-        }
-    }
-
-    #[track_caller]
-    fn code(&self, expected: i32) -> &Run {
-        assert_eq!(
-            self.code, expected,
-            "toy_lang {:?} exited with {} (expected {expected})\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.args, self.code, self.stdout, self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    fn json(&self) -> Json {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "toy_lang {:?} printed invalid JSON ({e}):\n{}\n--- stderr:\n{}",
-                self.args, self.stdout, self.stderr
-            )
-        })
-    }
-
-    #[track_caller]
-    fn stdout_has(&self, needle: &str) -> &Run {
-        assert!(
-            self.stdout.contains(needle),
-            "toy_lang {:?}: stdout lacks {needle:?}:\n{}\n--- stderr:\n{}",
-            self.args,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    fn stderr_has(&self, needle: &str) -> &Run {
-        assert!(
-            self.stderr.contains(needle),
-            "toy_lang {:?}: stderr lacks {needle:?}:\n{}\n--- stdout:\n{}",
-            self.args,
-            self.stderr,
-            self.stdout
-        );
-        self
-    }
-}
+#[cfg(unix)]
+use common::cli::interrupt;
+use common::cli::{finish_within, spawn_lines, toy_lang, KillOnDrop, Run};
 
 /// A replica's database file in a temporary directory, and the commands
 /// run on it (through `$REDERIVE_DB`, as `define` needs).
@@ -120,7 +52,12 @@ impl Replica {
     fn run_bounded(&self, args: &[&str]) -> Run {
         let mut cmd = self.command(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        finish(KillOnDrop(cmd.spawn().expect("spawn toy_lang")), args)
+        finish_within(
+            KillOnDrop(cmd.spawn().expect("spawn toy_lang")),
+            60,
+            "a bounded run",
+            args,
+        )
     }
 
     #[track_caller]
@@ -279,39 +216,14 @@ fn fork_sync_conflict_and_its_resolution_between_files() {
     assert_eq!(phone.source("y"), "10 - 1");
 }
 
-/// Kills the child on drop, so that a failing assertion leaves no process
-/// behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `serve --listen 127.0.0.1:0` on `replica` (with `--json`, when asked),
 /// its stdout lines sent to the returned channel as they come.
 fn spawn_serve(replica: &Replica, json: bool) -> (KillOnDrop, Receiver<String>) {
-    use std::io::BufRead;
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
     if json {
         args.push("--json");
     }
-    let mut cmd = replica.command(&args);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = KillOnDrop(cmd.spawn().expect("spawn toy_lang serve"));
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+    spawn_lines(replica.command(&args))
 }
 
 /// The first line `serve` prints (a guard against a server that hangs,
@@ -329,31 +241,6 @@ fn first_line(child: &mut KillOnDrop, rx: &Receiver<String>) -> String {
             panic!("serve printed no line ({e}); stderr:\n{err}")
         }
     }
-}
-
-/// Waits for the child to exit (failing after a minute); returns its output.
-fn finish(mut child: KillOnDrop, args: &[&str]) -> Run {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "toy_lang {args:?} still running after a minute"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut out = Output {
-        status: child.0.wait().unwrap(),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    };
-    use std::io::Read;
-    if let Some(mut s) = child.0.stdout.take() {
-        s.read_to_end(&mut out.stdout).unwrap();
-    }
-    if let Some(mut s) = child.0.stderr.take() {
-        s.read_to_end(&mut out.stderr).unwrap();
-    }
-    Run::new(out, args)
 }
 
 /// A URL where nothing listens: a port bound, then freed.
@@ -417,10 +304,7 @@ fn serve_sync_over_http_and_retire() {
     assert_eq!(laptop.source("x"), "9");
 
     // Ctrl-C stops the server cleanly.
-    let pid = server.0.id().to_string();
-    let sent = Command::new("kill").args(["-INT", &pid]).status();
-    assert!(sent.is_ok_and(|s| s.success()), "kill -INT {pid}");
-    finish(server, &["serve"]).code(0);
+    interrupt(server);
     laptop
         .run(&["sync", &url])
         .code(2)

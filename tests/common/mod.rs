@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+pub mod cli;
+
 /// The tables of an SQLite file, as SQLite itself lists them, sorted.
 #[allow(dead_code)]
 pub fn sqlite_tables(path: &Path) -> Vec<String> {
