@@ -25,6 +25,10 @@
 //! (not against power loss, which this test cannot produce).
 #![cfg(unix)]
 
+mod common;
+
+use common::Rng;
+
 use rederive::{derive_table, Db, Key, Row, Staleness};
 use rusqlite::types::Value as SqlValue;
 use std::collections::{BTreeMap, BTreeSet};
@@ -133,42 +137,6 @@ fn score(s: &Shape) -> Result<Score, String> {
 #[derive_table]
 fn label(s: &Score) -> Label {
     label_of(s)
-}
-
-// ---------------------------------------------------------------------------
-// A small deterministic random number generator (splitmix64).
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..hi` (`hi > lo`).
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-
-    /// True with probability `pct` percent.
-    fn chance(&mut self, pct: u64) -> bool {
-        self.next() % 100 < pct
-    }
-
-    /// `n` distinct keys of `0..KEYS`.
-    fn keys(&mut self, n: usize) -> Vec<i64> {
-        let mut all: Vec<i64> = (0..KEYS).collect();
-        for i in 0..n.min(all.len()) {
-            let j = i + (self.next() % (all.len() - i) as u64) as usize;
-            all.swap(i, j);
-        }
-        all.truncate(n);
-        all
-    }
 }
 
 const KEYS: i64 = 100;
@@ -292,7 +260,7 @@ fn crash_worker_process() {
                     } else {
                         rng.range(1, 20)
                     };
-                    let keys = rng.keys(n as usize);
+                    let keys = rng.pick(n as usize, KEYS);
                     Op::Batch(keys.into_iter().map(|k| (k, fresh(&mut rng))).collect())
                 }
                 _ => Op::Delete(rng.range(0, KEYS as u64) as i64),
@@ -665,7 +633,7 @@ fn trial(dir: &Path, seed: u64) -> Result<Outcome, String> {
     let base = inputs.values().copied().max().unwrap_or(0) + 1_000_000;
     let n = rng.range(5, 30) as usize;
     let rows: Vec<(i64, i64)> = rng
-        .keys(n)
+        .pick(n, KEYS)
         .into_iter()
         .enumerate()
         .map(|(i, k)| (k, base + i as i64 * 3 + (rng.next() % 3) as i64))
@@ -684,7 +652,7 @@ fn trial(dir: &Path, seed: u64) -> Result<Outcome, String> {
             inputs.remove(&k);
         }
     }
-    for k in rng.keys(2) {
+    for k in rng.pick(2, KEYS) {
         db.delete::<Entry>(k).map_err(|e| e.to_string())?;
         inputs.remove(&k);
     }

@@ -20,6 +20,10 @@ use rederive::{derive_table, Db, Error, Row};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+mod common;
+
+use common::Rng;
+
 #[derive(Row, Debug, Clone, PartialEq)]
 #[row(input)]
 pub struct Item {
@@ -41,23 +45,6 @@ fn loud(i: &Item) -> Loud {
 }
 
 const KEYS: i64 = 5;
-
-/// SplitMix64: a tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// A dot: one acknowledged write (a row or a deletion), and the dots its
 /// replica had seen of the key when it wrote.

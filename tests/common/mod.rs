@@ -144,3 +144,46 @@ pub fn example(name: &str, features: &[&str]) -> std::path::PathBuf {
     );
     bin
 }
+
+/// A small deterministic random number generator (splitmix64), for the
+/// seeded campaigns and simulations.
+#[allow(dead_code)]
+pub struct Rng(pub u64);
+
+#[allow(dead_code)]
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..hi` (`hi > lo`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.range(0, n as u64) as usize
+    }
+
+    /// True with probability `pct` percent.
+    pub fn chance(&mut self, pct: u64) -> bool {
+        self.next() % 100 < pct
+    }
+
+    /// `n` distinct numbers of `0..from`.
+    pub fn pick(&mut self, n: usize, from: i64) -> Vec<i64> {
+        let mut all: Vec<i64> = (0..from).collect();
+        for i in 0..n.min(all.len()) {
+            let j = i + (self.next() % (all.len() - i) as u64) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(n);
+        all
+    }
+}
