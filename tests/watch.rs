@@ -218,53 +218,71 @@ fn pg_connector(url: &str) -> Arc<dyn Connector> {
         .expect("PostgreSQL opens more connections")
 }
 
+fn note(id: i64, text: &str) -> Note {
+    Note {
+        id,
+        text: text.into(),
+    }
+}
+
+/// A watcher running in a thread (see [`spawn_watch`]), its events, and
+/// the flag that stops it.
+struct Watching {
+    stop: Arc<AtomicBool>,
+    events: mpsc::Receiver<String>,
+    thread: std::thread::JoinHandle<rederive::Result<()>>,
+}
+
+/// A PostgreSQL database for `test` holding one note, and watch mode over
+/// it (through `connector`, or the database's own when `None`) polling
+/// every `poll`, past its first refresh; `None` when PostgreSQL is missing.
+fn watch_postgres(
+    test: &str,
+    poll: Duration,
+    connector: impl FnOnce(Arc<dyn Connector>) -> Arc<dyn Connector>,
+) -> Option<(Db, Watching)> {
+    let url = common::postgres_db(test)?;
+    let writer = Db::open_with(&url, graph(0, None)).unwrap();
+    writer.put(note(1, "hello")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, events) = mpsc::channel::<String>();
+    let options = WatchOptions {
+        poll,
+        debounce: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let thread = spawn_watch(connector(pg_connector(&url)), options, &stop, tx);
+    wait_for(&events, "refreshed start: 1 computed");
+    Some((
+        writer,
+        Watching {
+            stop,
+            events,
+            thread,
+        },
+    ))
+}
+
 /// With a poll interval longer than the test waits, only PostgreSQL's
 /// `NOTIFY` can wake watch mode in time: another connection's write is
 /// refreshed at once.
 #[test]
 fn watch_on_postgres_wakes_on_a_notification() {
-    let Some(url) = common::postgres_db("watch_notify") else {
+    // Far beyond `wait_for`'s 20 s: a refresh within them came from a
+    // notification, not from polling.
+    let poll = Duration::from_secs(600);
+    let Some((writer, w)) = watch_postgres("watch_notify", poll, |c| c) else {
         return;
     };
-    let writer = Db::open_with(&url, graph(0, None)).unwrap();
-    writer
-        .put(Note {
-            id: 1,
-            text: "hello".into(),
-        })
-        .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<String>();
-    let options = WatchOptions {
-        // Far beyond `wait_for`'s 20 s: a refresh within them came from a
-        // notification, not from polling.
-        poll: Duration::from_secs(600),
-        debounce: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let watcher = spawn_watch(pg_connector(&url), options, &stop, tx);
-    wait_for(&rx, "refreshed start: 1 computed");
     for (id, text) in [(2, "second"), (3, "a third note")] {
-        writer
-            .put(Note {
-                id,
-                text: text.into(),
-            })
-            .unwrap();
-        wait_for(&rx, "refreshed input: 1 computed");
+        writer.put(note(id, text)).unwrap();
+        wait_for(&w.events, "refreshed input: 1 computed");
     }
     // Stopping: the loop sees the flag when the next write wakes it.
-    stop.store(true, Ordering::SeqCst);
-    writer
-        .put(Note {
-            id: 4,
-            text: "wakes the loop".into(),
-        })
-        .unwrap();
-    watcher.join().unwrap().unwrap();
+    w.stop.store(true, Ordering::SeqCst);
+    writer.put(note(4, "wakes the loop")).unwrap();
+    w.thread.join().unwrap().unwrap();
     assert_eq!(writer.get::<Measure>(3).unwrap().chars, 12);
-    // Every computed row was computed by the watcher; `get` found them fresh
-    // (or computed the last one, written after the watcher stopped).
     assert_eq!(writer.explain::<Measure>(2).unwrap(), Staleness::Fresh);
 }
 
@@ -286,36 +304,17 @@ impl Connector for NoHints {
 /// the change token.
 #[test]
 fn watch_on_postgres_polls_without_hints() {
-    let Some(url) = common::postgres_db("watch_poll") else {
+    let no_hints = |c| Arc::new(NoHints(c)) as Arc<dyn Connector>;
+    let Some((writer, w)) = watch_postgres("watch_poll", Duration::from_millis(50), no_hints)
+    else {
         return;
     };
-    let writer = Db::open_with(&url, graph(0, None)).unwrap();
-    writer
-        .put(Note {
-            id: 1,
-            text: "hello".into(),
-        })
-        .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<String>();
-    let options = WatchOptions {
-        poll: Duration::from_millis(50),
-        debounce: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let watcher = spawn_watch(Arc::new(NoHints(pg_connector(&url))), options, &stop, tx);
-    wait_for(&rx, "refreshed start: 1 computed");
-    writer
-        .put(Note {
-            id: 2,
-            text: "polled".into(),
-        })
-        .unwrap();
-    wait_for(&rx, "refreshed input: 1 computed");
+    writer.put(note(2, "polled")).unwrap();
+    wait_for(&w.events, "refreshed input: 1 computed");
     writer.delete::<Note>(1).unwrap();
-    wait_for(&rx, "refreshed input: ");
-    stop.store(true, Ordering::SeqCst);
-    watcher.join().unwrap().unwrap();
+    wait_for(&w.events, "refreshed input: ");
+    w.stop.store(true, Ordering::SeqCst);
+    w.thread.join().unwrap().unwrap();
     assert_eq!(writer.explain::<Measure>(2).unwrap(), Staleness::Fresh);
     let status = writer.status().unwrap();
     let m = status.iter().find(|s| s.table == "Measure").unwrap();

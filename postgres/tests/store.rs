@@ -585,12 +585,11 @@ fn hints_of_writes_reach_subscribers_and_survive_a_lost_listener() {
     store.apply_schema(&g, &codes(&g)).unwrap();
     let writer = store.connector().unwrap().connect().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let tx = std::sync::Mutex::new(tx);
     let subscription = store
         .connector()
         .unwrap()
         .subscribe(Arc::new(move || {
-            let _ = tx.lock().unwrap().send(());
+            let _ = tx.send(());
         }))
         .unwrap()
         .expect("PostgreSQL sends hints");

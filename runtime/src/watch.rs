@@ -171,12 +171,9 @@ pub fn watch_connected(
     .map_err(|e| Error::Watch(e.to_string()))?;
     // Hints of other connections' writes, where the backend sends them; a
     // backend that cannot listen now is polled alone.
-    let hints = std::sync::Mutex::new(tx);
     let _subscription = connector
         .subscribe(Arc::new(move || {
-            if let Ok(tx) = hints.lock() {
-                let _ = tx.send(Wake::Database);
-            }
+            let _ = tx.send(Wake::Database);
         }))
         .unwrap_or(None);
     for (dir, mode) in watched_dirs(&graph) {
