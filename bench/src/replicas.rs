@@ -4,8 +4,9 @@
 
 use crate::{median, Item, PUT_BATCH};
 use rederive::itc::Stamp;
-use rederive::replica::codec::Writer;
+use rederive::replica::net::encode_apply_request;
 use rederive::replica::version::{event_bytes, merge, next_event, Version};
+use rederive::replica::Peer;
 use rederive::{Db, Key, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,23 +45,6 @@ fn pair(dir: &Path, n: usize) -> (Db, Db) {
     (a, b)
 }
 
-/// The size of one version as it travels: table, key, clock and values,
-/// in the replica codec.
-fn wire_bytes(v: &Version) -> usize {
-    let mut w = Writer::default();
-    w.text(&v.table);
-    w.key(&v.key);
-    w.bytes(&event_bytes(&v.event));
-    match &v.values {
-        Some(values) => {
-            w.uint(1);
-            w.values(values);
-        }
-        None => w.uint(0),
-    }
-    w.bytes.len()
-}
-
 /// Times syncing 10 changed rows, 7 times: the first and the median.
 fn ten_changed(a: &Db, b: &Db, round0: i64) -> (Duration, Duration, usize) {
     let mut times = Vec::new();
@@ -77,10 +61,12 @@ fn ten_changed(a: &Db, b: &Db, round0: i64) -> (Duration, Duration, usize) {
         times.push(t.elapsed());
         assert_eq!(r.received, 10, "{r:?}");
         if round == 0 {
-            bytes = (0..10)
+            // The body of the request that pushes them over HTTP.
+            let versions: Vec<Version> = (0..10)
                 .flat_map(|i| a.stored_versions("Item", i * 97).unwrap())
-                .map(|v| wire_bytes(&v))
-                .sum::<usize>();
+                .collect();
+            let name = a.replica_meta().unwrap().expect("a replica").name;
+            bytes = encode_apply_request(&name, &versions, &b.checkpoint(&name).unwrap()).len();
         }
     }
     let first = times[0];
@@ -173,7 +159,7 @@ pub fn run(dir: &Path) {
         let (first, med, bytes) = ten_changed(&a, &b, 10);
         println!(
             "sync of 10 changed rows, {n} rows: first {first:.2?}, median of 7 {med:.2?}; \
-             {bytes} bytes of versions for 10 rows ({} per row)",
+             pushing them over HTTP takes a {bytes}-byte request body ({} per row)",
             bytes / 10
         );
         medians.push(med);

@@ -434,9 +434,7 @@ pub fn retire(local: &Db, remote: &dyn Peer) -> Result<()> {
             })
         }
     };
-    let remote_info = remote.describe()?;
-    check_pair(&info, &remote_info, true)?;
-    let them = remote_info.meta.expect("checked");
+    let (_, them) = check_pair(&info, &remote.describe()?, true)?;
     // From here on, writes here are refused.
     let retiring = ReplicaMeta {
         retired: true,

@@ -332,7 +332,10 @@ struct ApplyRequest {
     upto: SyncCursor,
 }
 
-fn encode_apply_request(from: &str, versions: &[Version], upto: &SyncCursor) -> Vec<u8> {
+/// The body of a request that pushes `versions` from the replica `from`
+/// to a served one, as [`HttpPeer`] sends it (what a sync puts on the wire
+/// for them, HTTP's own headers aside).
+pub fn encode_apply_request(from: &str, versions: &[Version], upto: &SyncCursor) -> Vec<u8> {
     let mut w = message(Kind::ApplyRequest);
     w.text(from);
     write_versions(&mut w, versions);

@@ -447,7 +447,6 @@ impl Replicas for SqliteStore {
                 return Ok(Vec::new());
             }
             let (table, key) = after.unwrap_or(("", &Key::Int(i64::MIN)));
-            let table = if after.is_none() { "" } else { table };
             let mut stmt = self.conn.prepare_cached(
                 "SELECT tbl, key FROM rederive_conflicts WHERE (tbl, key) > (?1, ?2) \
                  ORDER BY tbl, key LIMIT ?3",
