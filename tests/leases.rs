@@ -410,3 +410,50 @@ fn row_fence_holds_when_the_takeover_claims_the_whole_table() -> rederive::Resul
         Ok(())
     })
 }
+
+/// A build pass plans its next pages while it computes one: rows that
+/// another worker computes meanwhile (and that worker then leaves) are not
+/// computed again when the pass, alone by then, claims the whole table for
+/// a page it planned before they were written.
+#[test]
+fn a_build_page_planned_before_another_worker_computed_it_is_not_computed_again(
+) -> rederive::Result<()> {
+    let setup = Setup::new();
+    let other = setup.open();
+    let keys: Vec<String> = (0..2000).map(|i| format!("k{i:04}")).collect();
+    other.put_all(keys.iter().enumerate().map(|(i, k)| task(k, i as i64)))?;
+    // Registered as a live worker, so that the build claims rows, not the
+    // table, while it is about; the table left empty, so that the
+    // builder's pass is a build.
+    other.put(task("temporary", 0))?;
+    other.get::<Stamp>("temporary")?;
+    other.delete::<Task>("temporary")?;
+    CALLS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let builder = setup.open();
+    arm();
+    std::thread::scope(|scope| -> rederive::Result<()> {
+        let _open_gate = OpenGateOnDrop;
+        let building = scope.spawn(|| builder.refresh());
+        wait_held();
+        // The builder's scanner plans the pages after the held one.
+        std::thread::sleep(Duration::from_millis(300));
+        let r = other.refresh()?;
+        assert!(r.computed > 0 && r.skipped > 0, "{r:?}");
+        // It leaves: the builder is alone for its next claims.
+        drop(other);
+        RELEASE.store(true, Ordering::SeqCst);
+        let built = building.join().expect("refresh thread panicked")?;
+        assert_eq!(
+            built.computed + r.computed,
+            keys.len() as u64,
+            "between them, every row once: {built:?}"
+        );
+        Ok(())
+    })?;
+    let calls = CALLS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let twice: Vec<_> = calls.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "computed more than once: {twice:?}");
+    assert_eq!(calls.len(), keys.len(), "every row computed");
+    assert_eq!(builder.refresh()?.calls(), 0);
+    Ok(())
+}

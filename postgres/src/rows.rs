@@ -751,6 +751,35 @@ impl Rows for PgStore {
         })
     }
 
+    fn changed_in_range(
+        &self,
+        info: &TableInfo,
+        first: &Key,
+        last: &Key,
+        after: Revision,
+    ) -> Result<bool> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {t} WHERE {kc} BETWEEN $1 AND $2 AND __changed_at > $3)",
+            t = quote(info.name),
+            kc = key_column(info),
+        );
+        self.read(|c| {
+            // The key's type is the column's, as the server infers it.
+            let ty = match c.param_types(&sql)?.first() {
+                Some(&Type::INT8) => SqlType::Integer,
+                _ => SqlType::Text,
+            };
+            let (Some(first), Some(last)) = (key_param(first, ty), key_param(last, ty)) else {
+                // Keys of the other type: unknown, so changed.
+                return Ok(true);
+            };
+            Ok(
+                c.query_one(&sql, &[first.as_ref(), last.as_ref(), &after.get()])?
+                    .try_get(0)?,
+            )
+        })
+    }
+
     fn keys_after(&self, info: &TableInfo, after: Option<&Key>, limit: usize) -> Result<Vec<Key>> {
         keys_in_order(self, info.name, &key_column(info), "", after, limit)
     }

@@ -74,19 +74,6 @@ impl Mode {
             Mode::OnDemand | Mode::Retry => Revision::ZERO,
         }
     }
-
-    /// Whether a plan made before the claim still holds: in a refresh
-    /// pass, only if nothing was written between the plan's read and the
-    /// claim; in a build pass, when the claim is the whole table (no other
-    /// worker was about: the rows written since the scan are this pass's
-    /// own earlier pages, of other keys).
-    fn plan_still_holds(self, claim: &Claim) -> bool {
-        match self {
-            Mode::Refresh { seen } => seen == claim.revision,
-            Mode::Build { .. } => matches!(claim.fence, Fence::Table { .. }),
-            Mode::OnDemand | Mode::Retry => false,
-        }
-    }
 }
 
 /// A thread that extends this worker's leases while its functions run.
@@ -376,6 +363,41 @@ impl Db {
         Ok(())
     }
 
+    /// Whether a plan made before the claim still holds: in a refresh
+    /// pass, only if nothing was written between the plan's read and the
+    /// claim. In a build pass, when the claim is the whole table and no
+    /// row of the batch's keys was written since the scan: the rows written
+    /// since are this pass's own earlier pages (of other keys), unless
+    /// other workers computed some of these before they left (the scanner
+    /// plans pages ahead, and this worker may have been alone only since).
+    fn plan_still_holds(
+        &self,
+        id: TableId,
+        mode: Mode,
+        claim: &Claim,
+        batch: &[(Key, Work)],
+    ) -> Result<bool> {
+        Ok(match mode {
+            Mode::Refresh { seen } => seen == claim.revision,
+            Mode::Build { seen } => {
+                let keys = || batch.iter().map(|(k, _)| k);
+                match (keys().min(), keys().max()) {
+                    (Some(first), Some(last)) if matches!(claim.fence, Fence::Table { .. }) => {
+                        seen == claim.revision
+                            || !self.store().changed_in_range(
+                                self.graph().table(id).info,
+                                first,
+                                last,
+                                seen,
+                            )?
+                    }
+                    _ => false,
+                }
+            }
+            Mode::OnDemand | Mode::Retry => false,
+        })
+    }
+
     /// Claims a batch's rows (the whole table when this worker is alone)
     /// and keeps those still to be done: a row another worker holds is
     /// skipped; a row whose state may have changed since it was planned is
@@ -404,7 +426,7 @@ impl Db {
         )?;
         let mut kept = Vec::with_capacity(batch.len());
         let mut unneeded = Vec::new();
-        let holds = mode.plan_still_holds(&claim);
+        let holds = self.plan_still_holds(id, mode, &claim, &batch)?;
         for ((key, work), got) in batch.into_iter().zip(claim.granted) {
             if !got {
                 report.skipped += 1;

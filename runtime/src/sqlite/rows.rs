@@ -441,6 +441,28 @@ impl Rows for SqliteStore {
         })
     }
 
+    fn changed_in_range(
+        &self,
+        info: &TableInfo,
+        first: &Key,
+        last: &Key,
+        after: Revision,
+    ) -> Result<bool> {
+        run(|| {
+            let kc = key_column(info);
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM {t} WHERE {kc} BETWEEN ?1 AND ?2 \
+                 AND __changed_at > ?3)",
+                t = quote(info.name)
+            );
+            let (first, last) = (first.to_value(), last.to_value());
+            Ok(self.conn.prepare_cached(&sql)?.query_row(
+                params![SqlValue(&first), SqlValue(&last), after.get()],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
     fn scan_page(
         &self,
         graph: &Graph,

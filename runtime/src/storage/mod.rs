@@ -167,6 +167,22 @@ pub trait Rows {
     /// Whether a stored table holds no row (cheap, whatever its size).
     fn is_empty(&self, table: &str) -> Result<bool>;
 
+    /// Whether a row of `table` with a key in `first..=last` (in the
+    /// backend's key order) was written after revision `after`: what a
+    /// build pass asks before trusting a page it planned at `after`
+    /// (another worker may have computed some of its rows since). The
+    /// default answers `true`, which only costs planning again.
+    fn changed_in_range(
+        &self,
+        info: &TableInfo,
+        first: &Key,
+        last: &Key,
+        after: Revision,
+    ) -> Result<bool> {
+        let _ = (info, first, last, after);
+        Ok(true)
+    }
+
     /// Up to `limit` keys of `tables[0]` after `after`, in key order, each
     /// with its state in every table of `tables` (all of one root), with
     /// the values asked for. How a table that no refresh has filled yet is built:

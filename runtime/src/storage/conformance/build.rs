@@ -69,6 +69,40 @@ pub fn scan_page_in_key_order(h: &Harness) {
     })
 }
 
+/// `changed_in_range` tells whether a row with a key in a range (both
+/// ends included) was written after a revision.
+pub fn changed_in_range_tells(h: &Harness) {
+    run(h, |fx| {
+        let db = &*fx.db;
+        let len = fx.g.table(fx.len).info;
+        let r1 = fx.put(&[(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")])?;
+        let (k2, k3, k4) = (Key::Int(2), Key::Int(3), Key::Int(4));
+        assert!(!db.changed_in_range(len, &Key::Int(1), &Key::Int(5), Revision::ZERO)?);
+        fx.write(fx.len, &[new(ok(3, &[r1], vec![int(1)]))])?;
+        let written = db.revision()?;
+        assert!(
+            db.changed_in_range(len, &k2, &k4, r1)?,
+            "3 written after r1"
+        );
+        assert!(
+            db.changed_in_range(len, &k3, &k3, r1)?,
+            "both ends included"
+        );
+        assert!(
+            !db.changed_in_range(len, &k4, &Key::Int(5), r1)?,
+            "another range"
+        );
+        assert!(
+            !db.changed_in_range(len, &k2, &k4, written)?,
+            "not after it"
+        );
+        // An input table: its rows were put at r1.
+        assert!(db.changed_in_range(fx.g.table(fx.src).info, &k2, &k2, Revision::ZERO)?);
+        assert!(!db.changed_in_range(fx.g.table(fx.src).info, &k2, &k2, r1)?);
+        Ok(())
+    })
+}
+
 /// A result planned as new is stored as `Changed`; if a row of its key
 /// was written meanwhile, it goes through the guard and early cutoff
 /// like any other result.

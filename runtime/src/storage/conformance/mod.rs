@@ -62,7 +62,8 @@ mod reads;
 mod rows;
 
 pub use build::{
-    is_empty_tells, new_rows_fall_back_to_the_guard, orphans_after_a_delete, scan_page_in_key_order,
+    changed_in_range_tells, is_empty_tells, new_rows_fall_back_to_the_guard,
+    orphans_after_a_delete, scan_page_in_key_order,
 };
 pub use catalog::{catalog_apply_and_drop, catalog_schema_changes};
 pub use leases::{heartbeat_extends_one_worker, release_and_running, row_fence, table_fence};
@@ -130,6 +131,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("catalog_schema_changes", catalog_schema_changes),
     ("is_empty_tells", is_empty_tells),
     ("scan_page_in_key_order", scan_page_in_key_order),
+    ("changed_in_range_tells", changed_in_range_tells),
     (
         "new_rows_fall_back_to_the_guard",
         new_rows_fall_back_to_the_guard,
@@ -190,6 +192,7 @@ macro_rules! conformance_tests {
             catalog_schema_changes,
             is_empty_tells,
             scan_page_in_key_order,
+            changed_in_range_tells,
             new_rows_fall_back_to_the_guard,
             orphans_after_a_delete,
             reads_are_recorded_with_the_row,
