@@ -397,6 +397,19 @@ mod over_http {
             assert_eq!(db.get::<Shout>(1)?.loud, "GROCERIES: MILK, EGGS");
         }
 
+        // Derived rows travel over the network too, both ways.
+        desk.refresh()?;
+        laptop.refresh()?;
+        laptop.put(note(6, "pack bags"))?;
+        laptop.refresh()?;
+        desk.put(note(7, "water plants"))?;
+        desk.refresh()?;
+        let r = sync(&laptop, &remote)?;
+        assert_eq!((r.reused_here, r.reused_there), (1, 1), "{r:?}");
+        assert_eq!(desk.refresh()?.calls() + laptop.refresh()?.calls(), 0);
+        assert_eq!(desk.get::<Shout>(6)?.loud, "PACK BAGS");
+        assert_eq!(laptop.get::<Shout>(7)?.loud, "WATER PLANTS");
+
         // The laptop retires into the desk, over the network.
         laptop.put(note(4, "from the laptop"))?;
         retire(&laptop, &remote)?;

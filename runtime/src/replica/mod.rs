@@ -24,6 +24,7 @@
 //! writes.
 pub mod codec;
 pub mod net;
+pub mod shared;
 pub mod version;
 
 use crate::engine::Db;
@@ -33,11 +34,16 @@ use crate::storage::{Applied, Changes, ReplicaMeta, Replicas, SyncCursor};
 use crate::value::Key;
 use rederive_itc::Id;
 use serde::Serialize;
+use shared::{RowKey, SharedRow};
+use std::collections::BTreeSet;
 use std::path::Path;
 use version::Version;
 
 /// How many versions one sync message carries.
 pub const SYNC_BATCH: usize = 2_000;
+
+/// How many input rows' derived rows one request asks for.
+pub const SHARE_BATCH: usize = 500;
 
 /// What [`Db::sync_with`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -53,14 +59,26 @@ pub struct SyncReport {
     /// Keys in conflict here after the sync (both replicas list the same
     /// ones once nothing else was written meanwhile).
     pub conflicts: u64,
+    /// Derived rows the other replica computed that were stored here
+    /// instead of being computed again (see [`shared`]).
+    pub reused_here: u64,
+    /// Derived rows of this replica stored there.
+    pub reused_there: u64,
 }
 
 impl std::fmt::Display for SyncReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} sent, {} received, {} rows changed here, {} there, {} in conflict",
-            self.sent, self.received, self.changed_here, self.changed_there, self.conflicts
+            "{} sent, {} received, {} rows changed here, {} there, {} in conflict, \
+             {} derived rows reused here, {} there",
+            self.sent,
+            self.received,
+            self.changed_here,
+            self.changed_there,
+            self.conflicts,
+            self.reused_here,
+            self.reused_there
         )
     }
 }
@@ -101,6 +119,18 @@ pub trait Peer {
     fn apply(&self, from: &str, versions: &[Version], upto: &SyncCursor) -> Result<Applied>;
     /// Hands the retiring replica `from`'s clock id to the peer.
     fn absorb(&self, from: &str, id: &Id) -> Result<()>;
+    /// The peer's fresh derived rows at the keys of these input rows (see
+    /// [`shared`]). The default offers none.
+    fn shared_rows(&self, keys: &[RowKey]) -> Result<Vec<SharedRow>> {
+        let _ = keys;
+        Ok(Vec::new())
+    }
+    /// Stores the offered derived rows the peer would compute itself;
+    /// returns how many. The default stores none.
+    fn adopt(&self, rows: &[SharedRow]) -> Result<u64> {
+        let _ = rows;
+        Ok(0)
+    }
 }
 
 impl Db {
@@ -305,6 +335,14 @@ impl Peer for Db {
     fn absorb(&self, from: &str, id: &Id) -> Result<()> {
         self.replicas_op(|r| r.absorb(from, id))
     }
+
+    fn shared_rows(&self, keys: &[RowKey]) -> Result<Vec<SharedRow>> {
+        Db::shared_rows(self, keys)
+    }
+
+    fn adopt(&self, rows: &[SharedRow]) -> Result<u64> {
+        Db::adopt(self, rows)
+    }
 }
 
 /// A fresh name: hex of a hash of the time, the process and a counter.
@@ -380,39 +418,73 @@ fn check_pair(
     Ok((me, them))
 }
 
+/// What one direction of a sync did.
+#[derive(Default)]
+struct Sent {
+    versions: u64,
+    changed: u64,
+    /// The input rows the versions were of.
+    keys: BTreeSet<RowKey>,
+}
+
 /// Sends what `from` stored since `to` last received from it.
-fn send(from: &dyn Peer, from_name: &str, to: &dyn Peer, to_name: &str) -> Result<(u64, u64)> {
+fn send(from: &dyn Peer, from_name: &str, to: &dyn Peer, to_name: &str) -> Result<Sent> {
     let mut cursor = to.checkpoint(from_name)?;
-    let (mut sent, mut changed) = (0, 0);
+    let mut sent = Sent::default();
     loop {
         let page = from.changes_after(to_name, &cursor, SYNC_BATCH)?;
         if page.next == cursor && page.versions.is_empty() {
-            return Ok((sent, changed));
+            return Ok(sent);
         }
         let applied = to.apply(from_name, &page.versions, &page.next)?;
-        sent += page.versions.len() as u64;
-        changed += applied.changed;
+        sent.versions += page.versions.len() as u64;
+        sent.changed += applied.changed;
+        sent.keys.extend(
+            page.versions
+                .iter()
+                .map(|v| (v.table.clone(), v.key.clone())),
+        );
         cursor = page.next;
         if !page.more {
-            return Ok((sent, changed));
+            return Ok(sent);
         }
     }
+}
+
+/// Offers `to` the derived rows `from` holds at `keys`; returns how many
+/// `to` stored.
+fn share(from: &dyn Peer, to: &dyn Peer, keys: &BTreeSet<RowKey>) -> Result<u64> {
+    let keys: Vec<RowKey> = keys.iter().cloned().collect();
+    let mut adopted = 0;
+    for chunk in keys.chunks(SHARE_BATCH) {
+        let rows = from.shared_rows(chunk)?;
+        if !rows.is_empty() {
+            adopted += to.adopt(&rows)?;
+        }
+    }
+    Ok(adopted)
 }
 
 /// Syncs `local` with `remote`, both ways.
 pub fn sync(local: &Db, remote: &dyn Peer) -> Result<SyncReport> {
     let (me, them) = check_pair(&local.describe()?, &remote.describe()?, false)?;
-    let (received, changed_here) = send(remote, &them.name, local, &me.name)?;
-    let (sent, changed_there) = send(local, &me.name, remote, &them.name)?;
+    let here = send(remote, &them.name, local, &me.name)?;
+    let there = send(local, &me.name, remote, &them.name)?;
+    // Input rows first, both ways, so that each side judges the offered
+    // derived rows against inputs that agree.
+    let reused_here = share(remote, local, &here.keys)?;
+    let reused_there = share(local, remote, &there.keys)?;
     let conflicts = local
         .replicas_op(|r| r.conflicts(None, usize::MAX >> 1))?
         .len() as u64;
     Ok(SyncReport {
-        sent,
-        received,
-        changed_here,
-        changed_there,
+        sent: there.versions,
+        received: here.versions,
+        changed_here: here.changed,
+        changed_there: there.changed,
         conflicts,
+        reused_here,
+        reused_there,
     })
 }
 

@@ -25,6 +25,8 @@
 //! | [`Peer::changes_after`] | `POST /replica/changes` | to, cursor, limit | [`Changes`] |
 //! | [`Peer::apply`] | `POST /replica/apply` | from, versions, upto | [`Applied`] |
 //! | [`Peer::absorb`] | `POST /replica/absorb` | from, clock id | an acknowledgement |
+//! | [`Peer::shared_rows`] | `POST /replica/shared` | input rows (table, key) | [`SharedRow`]s |
+//! | [`Peer::adopt`] | `POST /replica/adopt` | [`SharedRow`]s | how many were stored |
 //!
 //! Bodies are `application/octet-stream` in the encoding of
 //! [`crate::replica::codec`]: every message starts with the wire format
@@ -37,6 +39,7 @@
 //! reaches it can write into the database.
 
 use super::codec::{Reader, Writer};
+use super::shared::{RowKey, SharedRow};
 use super::version::{event_bytes, event_from_bytes, id_bytes, id_from_bytes, Version};
 use super::{Peer, PeerInfo};
 use crate::engine::Db;
@@ -78,6 +81,10 @@ enum Kind {
     ApplyRequest = 6,
     AbsorbRequest = 7,
     Ack = 8,
+    SharedRequest = 9,
+    Shared = 10,
+    AdoptRequest = 11,
+    Adopted = 12,
 }
 
 impl Kind {
@@ -91,6 +98,10 @@ impl Kind {
             Kind::ApplyRequest => "apply request",
             Kind::AbsorbRequest => "absorb request",
             Kind::Ack => "acknowledgement",
+            Kind::SharedRequest => "request for derived rows",
+            Kind::Shared => "page of derived rows",
+            Kind::AdoptRequest => "offer of derived rows",
+            Kind::Adopted => "adopt result",
         }
     }
 }
@@ -364,6 +375,86 @@ fn decode_absorb_request(bytes: &[u8]) -> Result<(String, Id), String> {
     decode(bytes, Kind::AbsorbRequest, |r| Ok((r.text()?, read_id(r)?)))
 }
 
+fn encode_shared_request(keys: &[RowKey]) -> Vec<u8> {
+    let mut w = message(Kind::SharedRequest);
+    w.uint(keys.len() as u64);
+    for (table, key) in keys {
+        w.text(table);
+        w.key(key);
+    }
+    w.bytes
+}
+
+fn decode_shared_request(bytes: &[u8]) -> Result<Vec<RowKey>, String> {
+    decode(bytes, Kind::SharedRequest, |r| {
+        let n = r.len()?;
+        let mut out = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            out.push((r.text()?, r.key()?));
+        }
+        Ok(out)
+    })
+}
+
+fn write_shared(w: &mut Writer, rows: &[SharedRow]) {
+    w.uint(rows.len() as u64);
+    for row in rows {
+        w.text(&row.table);
+        w.key(&row.key);
+        w.bytes(&row.digest);
+        w.values(&row.values);
+    }
+}
+
+fn read_shared(r: &mut Reader<'_>) -> Result<Vec<SharedRow>, String> {
+    let n = r.len()?;
+    let mut out = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let table = r.text()?;
+        let key = r.key()?;
+        let digest = r.bytes()?.try_into().map_err(|_| {
+            format!("the digest of derived row {key} of `{table}` is not 32 bytes long")
+        })?;
+        out.push(SharedRow {
+            table,
+            key,
+            digest,
+            values: r.values()?,
+        });
+    }
+    Ok(out)
+}
+
+fn encode_shared(rows: &[SharedRow]) -> Vec<u8> {
+    let mut w = message(Kind::Shared);
+    write_shared(&mut w, rows);
+    w.bytes
+}
+
+fn decode_shared(bytes: &[u8]) -> Result<Vec<SharedRow>, String> {
+    decode(bytes, Kind::Shared, read_shared)
+}
+
+fn encode_adopt_request(rows: &[SharedRow]) -> Vec<u8> {
+    let mut w = message(Kind::AdoptRequest);
+    write_shared(&mut w, rows);
+    w.bytes
+}
+
+fn decode_adopt_request(bytes: &[u8]) -> Result<Vec<SharedRow>, String> {
+    decode(bytes, Kind::AdoptRequest, read_shared)
+}
+
+fn encode_adopted(n: u64) -> Vec<u8> {
+    let mut w = message(Kind::Adopted);
+    w.uint(n);
+    w.bytes
+}
+
+fn decode_adopted(bytes: &[u8]) -> Result<u64, String> {
+    decode(bytes, Kind::Adopted, |r| r.uint())
+}
+
 fn encode_ack() -> Vec<u8> {
     message(Kind::Ack).bytes
 }
@@ -557,6 +648,16 @@ fn route(db: &Db, method: &tiny_http::Method, url: &str, body: &[u8]) -> Result<
             db.absorb(&from, &id)?;
             Ok(encode_ack())
         }
+        "/replica/shared" => {
+            expect(&Post)?;
+            let keys = decode_shared_request(body).map_err(Refusal::bad_request)?;
+            Ok(encode_shared(&db.shared_rows(&keys)?))
+        }
+        "/replica/adopt" => {
+            expect(&Post)?;
+            let rows = decode_adopt_request(body).map_err(Refusal::bad_request)?;
+            Ok(encode_adopted(db.adopt(&rows)?))
+        }
         _ => Err(Refusal {
             status: 404,
             text: format!(
@@ -709,6 +810,18 @@ impl Peer for HttpPeer {
         let bytes = self.request("/replica/absorb", Some(&body))?;
         self.decoded(&bytes, decode_ack)
     }
+
+    fn shared_rows(&self, keys: &[RowKey]) -> Result<Vec<SharedRow>> {
+        let body = encode_shared_request(keys);
+        let bytes = self.request("/replica/shared", Some(&body))?;
+        self.decoded(&bytes, decode_shared)
+    }
+
+    fn adopt(&self, rows: &[SharedRow]) -> Result<u64> {
+        let body = encode_adopt_request(rows);
+        let bytes = self.request("/replica/adopt", Some(&body))?;
+        self.decoded(&bytes, decode_adopted)
+    }
 }
 
 #[cfg(test)]
@@ -761,6 +874,19 @@ mod tests {
                 retired: true,
             }),
         }
+    }
+
+    fn row_keys() -> Vec<RowKey> {
+        vec![("Doc".into(), Key::Int(-3)), ("Doc".into(), Key::from("ü"))]
+    }
+
+    fn shared() -> Vec<SharedRow> {
+        vec![SharedRow {
+            table: "Words".into(),
+            key: Key::from("a/b.txt"),
+            digest: [7; 32],
+            values: vec![Value::Integer(12), Value::Null, Value::Text("x".into())],
+        }]
     }
 
     /// Every message of the protocol, encoded, with a check that it
@@ -852,6 +978,22 @@ mod tests {
                 }),
             ),
             (encode_ack(), Box::new(decode_ack)),
+            (
+                encode_shared_request(&row_keys()),
+                Box::new(move |b| check(decode_shared_request(b)? == row_keys(), "shared request")),
+            ),
+            (
+                encode_shared(&shared()),
+                Box::new(move |b| check(decode_shared(b)? == shared(), "derived rows")),
+            ),
+            (
+                encode_adopt_request(&shared()),
+                Box::new(move |b| check(decode_adopt_request(b)? == shared(), "adopt request")),
+            ),
+            (
+                encode_adopted(42),
+                Box::new(move |b| check(decode_adopted(b)? == 42, "adopted")),
+            ),
         ]
     }
 

@@ -1,0 +1,206 @@
+//! Derived rows travel: after a sync has exchanged input versions, each
+//! side offers the other its derived rows at the keys that were sent, and
+//! the other keeps those it would have computed itself.
+//!
+//! A derived row is offered with a digest of what it was computed from:
+//! the table's name and columns, the code version of its function, and
+//! the values of its inputs at its key (input rows, or upstream derived
+//! rows). The receiver computes the same digest from its own code and its
+//! own rows: when they match, the offered value is what its function would
+//! return, so it is stored as if computed here (through the write guard,
+//! like any result). Rows computed from other inputs or another code
+//! version do not match, and are computed locally by the next refresh.
+//!
+//! Only rows whose function succeeded are offered, and only of tables that
+//! declare no reads of other rows (what those read is not at their key:
+//! their rows are computed locally). Upstream tables are adopted first, so
+//! that a pipeline's rows are reused along its whole length.
+
+use super::codec::Writer;
+use crate::engine::compute::{Work, WorkKind};
+use crate::engine::refresh::Plan;
+use crate::engine::Db;
+use crate::error::{Error, Result};
+use crate::graph::TableId;
+use crate::lease::Mode;
+use crate::row::{ColumnDef, TableInfo};
+use crate::storage::{Fence, Outcome, OutcomeKind, Pass, RowState, RowStatus, Written};
+use crate::value::{Key, SqlType, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A derived row offered to another replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedRow {
+    /// The derived table.
+    pub table: String,
+    /// The row's key (its root key).
+    pub key: Key,
+    /// What it was computed from (see the [module docs](self)).
+    pub digest: [u8; 32],
+    /// Its value columns.
+    pub values: Vec<Value>,
+}
+
+/// An input row, by table and key: what a sync sent.
+pub type RowKey = (String, Key);
+
+/// The digest of a derived row of `info` computed by `code` from `inputs`
+/// (each input's values, empty for a missing one).
+fn digest(info: &TableInfo, code: &str, inputs: &[Vec<Value>]) -> [u8; 32] {
+    let mut w = Writer::default();
+    w.text(info.name);
+    w.text(code);
+    w.uint(info.columns.len() as u64);
+    for c in info.columns {
+        w.text(c.name);
+        w.text(c.ty.sql());
+        w.uint(u64::from(c.nullable));
+    }
+    w.uint(inputs.len() as u64);
+    for values in inputs {
+        w.values(values);
+    }
+    blake3::hash(&w.bytes).into()
+}
+
+/// Whether `values` fit the value columns `columns`.
+fn fits(values: &[Value], columns: &[ColumnDef]) -> bool {
+    values.len() == columns.len()
+        && values.iter().zip(columns).all(|(v, c)| match v {
+            Value::Null => c.nullable,
+            Value::Integer(_) => c.ty == SqlType::Integer,
+            Value::Real(_) => c.ty == SqlType::Real,
+            Value::Text(_) => c.ty == SqlType::Text,
+            Value::Blob(_) => c.ty == SqlType::Blob,
+        })
+}
+
+/// The values of a row's inputs, as its function receives them.
+fn input_values(states: &[Option<RowState>]) -> Vec<Vec<Value>> {
+    states[1..]
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.values.clone()).unwrap_or_default())
+        .collect()
+}
+
+impl Db {
+    /// Whether rows of `id` can travel: a derived table of this program
+    /// that reads no other rows.
+    fn shares(&self, id: TableId) -> bool {
+        let t = self.graph().table(id);
+        !t.info.input && t.reads.is_empty() && self.code(id).is_some()
+    }
+
+    /// This replica's fresh, successful derived rows at the root keys of
+    /// the input rows `keys` (of every table that can travel).
+    pub fn shared_rows(&self, keys: &[RowKey]) -> Result<Vec<SharedRow>> {
+        let mut roots = BTreeSet::new();
+        for (table, key) in keys {
+            // A table this program does not have: nothing derived from it.
+            if let Ok(id) = self.graph().table_id(table) {
+                roots.insert((self.graph().table(id).root, key));
+            }
+        }
+        let mut out = Vec::new();
+        for (root, key) in roots {
+            for id in self.graph().derived_from_root(root) {
+                if !self.shares(id) {
+                    continue;
+                }
+                let states = self.load_with_inputs(id, key)?;
+                let row = match &states[0] {
+                    Some(row) if row.status == RowStatus::Ok => row.values.clone(),
+                    _ => continue,
+                };
+                let inputs = input_values(&states);
+                if !matches!(
+                    self.plan(id, key, states, &[], None, Mode::OnDemand),
+                    Plan::Fresh
+                ) {
+                    continue;
+                }
+                let info = self.graph().table(id).info;
+                out.push(SharedRow {
+                    table: info.name.to_owned(),
+                    key: key.clone(),
+                    digest: digest(info, self.code(id).unwrap_or_default(), &inputs),
+                    values: row,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores the offered rows that this replica would compute itself
+    /// (stale or missing here, computed by the same code from the same
+    /// input values), upstream tables first; returns how many it stored.
+    /// An offer whose values do not fit its table is refused.
+    pub fn adopt(&self, rows: &[SharedRow]) -> Result<u64> {
+        let mut by_table: BTreeMap<TableId, Vec<&SharedRow>> = BTreeMap::new();
+        for row in rows {
+            if let Ok(id) = self.graph().table_id(&row.table) {
+                if self.shares(id) {
+                    by_table.entry(id).or_default().push(row);
+                }
+            }
+        }
+        let mut adopted = 0;
+        for id in self.graph().derived_in_order() {
+            let Some(offers) = by_table.remove(&id) else {
+                continue;
+            };
+            let info = self.graph().table(id).info;
+            let code = self.code(id).unwrap_or_default();
+            let read_at = self.store().revision()?;
+            let mut outcomes = Vec::new();
+            for offer in offers {
+                if !fits(&offer.values, info.columns) {
+                    return Err(Error::Replica {
+                        replica: self.location(),
+                        reason: format!(
+                            "the peer offered a `{}` row {} whose values do not fit the table",
+                            offer.table, offer.key
+                        ),
+                    });
+                }
+                let Ok(key) = self.coerce_key(id, offer.key.clone()) else {
+                    continue;
+                };
+                let states = self.load_with_inputs(id, &key)?;
+                let inputs = input_values(&states);
+                let Plan::Work(Work {
+                    ins,
+                    new,
+                    kind: WorkKind::Compute(_),
+                }) = self.plan(id, &key, states, &[], None, Mode::OnDemand)
+                else {
+                    continue;
+                };
+                if digest(info, code, &inputs) != offer.digest {
+                    continue;
+                }
+                outcomes.push(Outcome {
+                    key,
+                    new,
+                    ins,
+                    reads: Vec::new(),
+                    kind: OutcomeKind::Ok(offer.values.clone()),
+                });
+            }
+            if outcomes.is_empty() {
+                continue;
+            }
+            let written = self.store().write_outcomes(
+                self.graph(),
+                id,
+                code,
+                &outcomes,
+                Pass::OnDemand,
+                &Fence::Unfenced,
+                read_at,
+            )?;
+            adopted += written.iter().filter(|w| **w != Written::Rejected).count() as u64;
+        }
+        Ok(adopted)
+    }
+}
