@@ -150,6 +150,76 @@ fn churn(replicas: usize, steps: usize) -> (f64, usize) {
     (total as f64 / count.max(1) as f64, most)
 }
 
+/// A peer that offers no derived rows: a sync as it was before derived
+/// rows travelled, for the baseline of [`reuse`].
+struct InputsOnly<'a>(&'a Db);
+
+impl Peer for InputsOnly<'_> {
+    fn describe(&self) -> rederive::Result<rederive::replica::PeerInfo> {
+        self.0.describe()
+    }
+    fn checkpoint(&self, of: &str) -> rederive::Result<rederive::storage::SyncCursor> {
+        self.0.checkpoint(of)
+    }
+    fn changes_after(
+        &self,
+        to: &str,
+        after: &rederive::storage::SyncCursor,
+        limit: usize,
+    ) -> rederive::Result<rederive::storage::Changes> {
+        self.0.changes_after(to, after, limit)
+    }
+    fn apply(
+        &self,
+        from: &str,
+        versions: &[Version],
+        upto: &rederive::storage::SyncCursor,
+    ) -> rederive::Result<rederive::storage::Applied> {
+        self.0.apply(from, versions, upto)
+    }
+    fn absorb(&self, from: &str, id: &rederive::itc::Id) -> rederive::Result<()> {
+        self.0.absorb(from, id)
+    }
+}
+
+/// Derived rows computed on one replica after `put` wrote `rows` input
+/// rows (each with `derived` derived rows): what the other replica spends
+/// to be up to date, when the sync brings the derived rows along and when
+/// it computes them itself (the first run of each).
+fn reuse(dir: &Path, what: &str, rows: usize, derived: usize, put: impl Fn(&Db)) {
+    let paths: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|f| dir.join(format!("reuse-{what}-{f}.db").replace(' ', "-")))
+        .collect();
+    for p in &paths {
+        let _ = std::fs::remove_file(p);
+    }
+    let a = Db::open(&paths[0]).unwrap();
+    let with = a.fork_replica(&paths[1]).unwrap();
+    let without = a.fork_replica(&paths[2]).unwrap();
+    put(&a);
+    let (computed, _) = crate::time(|| a.refresh().unwrap());
+    let (sync_with, r) = crate::time(|| rederive::replica::sync(&with, &a).unwrap());
+    assert_eq!(r.reused_here as usize, derived * rows, "{r:?}");
+    let (refresh_with, rep) = crate::time(|| with.refresh().unwrap());
+    assert_eq!(rep.calls(), 0, "{rep:?}");
+    let (sync_without, _) =
+        crate::time(|| rederive::replica::sync(&without, &InputsOnly(&a)).unwrap());
+    let (refresh_without, rep) = crate::time(|| without.refresh().unwrap());
+    assert_eq!(rep.calls() as usize, derived * rows, "{rep:?}");
+    let total_with = sync_with + refresh_with;
+    let total_without = sync_without + refresh_without;
+    println!(
+        "derived rows travelling, {what}: {rows} new input rows, {} derived rows (computed on \
+         the first replica in {computed:.2?}):\n  sync bringing them {sync_with:.2?} + refresh \
+         {refresh_with:.2?} (0 calls) = {total_with:.2?}; sync of the inputs only \
+         {sync_without:.2?} + refresh computing them {refresh_without:.2?} = {total_without:.2?} \
+         (ratio {:.2})",
+        derived * rows,
+        total_with.as_secs_f64() / total_without.as_secs_f64()
+    );
+}
+
 /// Runs every replica figure.
 pub fn run(dir: &Path) {
     println!("Replicas (SQLite files on this machine)\n");
@@ -211,6 +281,14 @@ pub fn run(dir: &Path) {
          never forked: {put_plain:.2?} ({:.1}x)",
         put.as_secs_f64() / put_plain.as_secs_f64()
     );
+
+    reuse(dir, "3 trivial steps", 50_000, 3, |db| {
+        db.put_all(items(0..50_000, 0)).unwrap();
+    });
+    reuse(dir, "one 1 ms step", 2_000, 1, |db| {
+        db.put_all((0..2000).map(|id| crate::Heavy { id, cost_us: 1000 }))
+            .unwrap();
+    });
 
     for replicas in [4, 16, 64] {
         let (mean, most) = churn(replicas, 20_000);

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::graph::TableId;
 use crate::lease::Mode;
 use crate::row::{ColumnDef, TableInfo};
-use crate::storage::{Fence, Outcome, OutcomeKind, Pass, RowState, RowStatus, Written};
+use crate::storage::{Fence, Outcome, OutcomeKind, Pass, RowState, RowStatus, Values, Written};
 use crate::value::{Key, SqlType, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -103,11 +103,33 @@ impl Db {
         }
         let mut out = Vec::new();
         for (root, key) in roots {
-            for id in self.graph().derived_from_root(root) {
-                if !self.shares(id) {
-                    continue;
+            // Every table of the root that is involved, read in one go.
+            let shared: Vec<TableId> = self
+                .graph()
+                .derived_from_root(root)
+                .filter(|&id| self.shares(id))
+                .collect();
+            let mut tables: Vec<TableId> = Vec::new();
+            for &id in &shared {
+                for &t in std::iter::once(&id).chain(&self.graph().table(id).inputs) {
+                    if !tables.contains(&t) {
+                        tables.push(t);
+                    }
                 }
-                let states = self.load_with_inputs(id, key)?;
+            }
+            if tables.is_empty() {
+                continue;
+            }
+            let all = self.store().load(self.graph(), &tables, key, Values::All)?;
+            let state = |t: &TableId| {
+                let i = tables.iter().position(|x| x == t);
+                i.and_then(|i| all.get(i)).cloned().flatten()
+            };
+            for id in shared {
+                let states: Vec<Option<RowState>> = std::iter::once(&id)
+                    .chain(&self.graph().table(id).inputs)
+                    .map(state)
+                    .collect();
                 let row = match &states[0] {
                     Some(row) if row.status == RowStatus::Ok => row.values.clone(),
                     _ => continue,
