@@ -10,7 +10,9 @@
 //! resumes where it stopped). Concurrent versions are kept side by side
 //! and listed by [`Db::conflicts`]; the input table holds a deterministic
 //! winner, the same on every replica, and derived rows are computed from
-//! it.
+//! it. After the versions, each side offers the other its fresh derived
+//! rows at the keys it sent, and the other stores those its own code would
+//! compute from its own rows ([`shared`]), rather than computing them.
 //!
 //! # How a machine joins, and what not to do
 //!
