@@ -266,7 +266,11 @@ impl Db {
         let mut pending: Vec<Outcome> = Vec::new();
         let mut last_write = std::time::Instant::now();
         compute_in_chunks(env, batch, |outcomes, stops, rest| {
-            pending.extend(outcomes);
+            if pending.is_empty() {
+                pending = outcomes;
+            } else {
+                pending.extend(outcomes);
+            }
             // Rows that stopped are given back at once: the caller computes
             // what they wait on (perhaps in another worker) first.
             if !stops.is_empty() {

@@ -77,39 +77,42 @@ pub(crate) fn compute_in_chunks(
 ) -> crate::error::Result<()> {
     let threads = rayon::current_num_threads().max(1);
     let reads = !env.db.graph().table(env.table).reads.is_empty();
-    let mut rest = batch;
+    // Taken a chunk at a time from the front: the rest is never copied.
+    let mut rest = batch.into_iter();
     let mut chunk = 1;
     let mut parallel = false;
-    while !rest.is_empty() {
-        let tail = rest.split_off(chunk.min(rest.len()));
+    while rest.len() > 0 {
         let started = Instant::now();
         // A function that reads other rows: one snapshot for the chunk's
         // reads.
         let snapshot = reads && env.db.store().begin_snapshot().is_ok();
-        let ran: Vec<Result<Outcome, Box<Stopped>>> = if parallel {
-            rest.into_par_iter().map(|(k, w)| run(env, k, w)).collect()
-        } else {
-            rest.into_iter().map(|(k, w)| run(env, k, w)).collect()
+        let mut outcomes = Vec::with_capacity(chunk.min(rest.len()));
+        let mut stopped = Vec::new();
+        let mut keep = |r: Result<Outcome, Box<Stopped>>| match r {
+            Ok(o) => outcomes.push(o),
+            Err(s) => stopped.push(*s),
         };
+        if parallel {
+            let taken: Vec<(Key, Work)> = rest.by_ref().take(chunk).collect();
+            let ran: Vec<Result<Outcome, Box<Stopped>>> =
+                taken.into_par_iter().map(|(k, w)| run(env, k, w)).collect();
+            ran.into_iter().for_each(&mut keep);
+        } else {
+            rest.by_ref()
+                .take(chunk)
+                .for_each(|(k, w)| keep(run(env, k, w)));
+        }
         if snapshot {
             env.db.store().end_snapshot()?;
         }
-        let per_row = started.elapsed() / ran.len().max(1) as u32;
+        let ran = outcomes.len() + stopped.len();
+        let per_row = started.elapsed() / ran.max(1) as u32;
         let per_row = if parallel {
             per_row * threads as u32
         } else {
             per_row
         };
-        rest = tail;
-        let mut outcomes = Vec::with_capacity(ran.len());
-        let mut stopped = Vec::new();
-        for r in ran {
-            match r {
-                Ok(o) => outcomes.push(o),
-                Err(s) => stopped.push(*s),
-            }
-        }
-        each(outcomes, stopped, &rest)?;
+        each(outcomes, stopped, rest.as_slice())?;
         parallel = per_row > PARALLEL_ABOVE;
         chunk = if parallel {
             let budget = COMMIT_EVERY / 10;

@@ -357,7 +357,9 @@ impl Cache {
         i: &mut usize,
         values: Values,
     ) -> rusqlite::Result<Vec<Option<RowState>>> {
-        let mut out = Vec::with_capacity(tables.len());
+        // One slot more: a build's scan adds the state of the table being
+        // built to each row (growing a full vector is a reallocation a row).
+        let mut out = Vec::with_capacity(tables.len() + 1);
         for (n, &id) in tables.iter().enumerate() {
             let with_values = values.of(n, tables.len());
             if r.get_ref(*i)? == rusqlite::types::ValueRef::Null {
