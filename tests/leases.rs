@@ -457,3 +457,53 @@ fn a_build_page_planned_before_another_worker_computed_it_is_not_computed_again(
     assert_eq!(builder.refresh()?.calls(), 0);
     Ok(())
 }
+
+/// A lone worker's build computes cheap rows ahead of their claim, on its
+/// scanning thread, under the whole table it holds between pages. A
+/// worker that shows up in the middle computes none of those rows again:
+/// between them, every row is computed exactly once, and the table is
+/// given back when the build ends.
+#[test]
+fn rows_computed_ahead_are_computed_once_when_a_worker_shows_up() -> rederive::Result<()> {
+    let setup = Setup::new();
+    let builder = setup.open();
+    let n = 30_000;
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i:05}")).collect();
+    builder.put_all(keys.iter().enumerate().map(|(i, k)| task(k, i as i64)))?;
+    let newcomer = setup.open();
+    std::thread::scope(|scope| -> rederive::Result<()> {
+        let building = scope.spawn(|| builder.refresh());
+        // Shows up once the build is under way (the exact moment varies:
+        // any moment must keep every row computed once).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while calls_of("k02000") == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut joined = rederive::Report::default();
+        loop {
+            let r = newcomer.refresh()?;
+            joined.computed += r.computed;
+            if r.skipped == 0 || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let built = building.join().expect("refresh thread panicked")?;
+        assert_eq!(
+            built.computed + joined.computed,
+            n as u64,
+            "between them, every row once: {built:?} {joined:?}"
+        );
+        Ok(())
+    })?;
+    let calls = CALLS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let twice: Vec<_> = calls.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(twice.is_empty(), "computed more than once: {twice:?}");
+    assert_eq!(calls.len(), n);
+    for db in [&builder, &newcomer] {
+        assert_eq!(db.refresh()?.calls(), 0);
+        assert_eq!(db.get::<Stamp>("k12345")?.n, 12345);
+        assert!(stamp_status(db).workers.is_empty(), "no lease left");
+    }
+    Ok(())
+}

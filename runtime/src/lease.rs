@@ -76,6 +76,33 @@ impl Mode {
     }
 }
 
+/// Whether a build's scanning thread may compute rows before they are
+/// claimed: only while its worker holds the whole table between pages
+/// (taken by [`Db::hold_table`]), so that no other worker can claim, and
+/// compute, a row meanwhile. The scanning thread computes under the read
+/// lock; the writing thread forbids it under the write lock (waiting for a
+/// computation in progress to end) and gives the table back only once the
+/// pages computed ahead are written.
+#[derive(Default)]
+pub(crate) struct AheadLease {
+    allowed: std::sync::RwLock<bool>,
+}
+
+impl AheadLease {
+    /// Runs `f` if computing ahead is allowed, and keeps it allowed until
+    /// `f` returns.
+    pub(crate) fn compute<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        let allowed = self.allowed.read().unwrap_or_else(|e| e.into_inner());
+        allowed.then(f)
+    }
+
+    /// Allows or forbids computing ahead (forbidding waits for a
+    /// computation in progress).
+    pub(crate) fn allow(&self, allowed: bool) {
+        *self.allowed.write().unwrap_or_else(|e| e.into_inner()) = allowed;
+    }
+}
+
 /// A thread that extends this worker's leases while its functions run.
 pub(crate) struct Heartbeat {
     stopping: Arc<AtomicBool>,
@@ -198,7 +225,7 @@ impl Db {
     }
 
     /// Folds a slice's time per row into the table's running estimate.
-    fn note_row_cost(&self, id: TableId, took: Duration, rows: u64) {
+    pub(crate) fn note_row_cost(&self, id: TableId, took: Duration, rows: u64) {
         let threads = rayon::current_num_threads().max(1) as u64;
         // Wall time of the slice, times the threads that shared it.
         let measured = (took.as_nanos() as u64).saturating_mul(threads) / rows.max(1);
@@ -379,27 +406,125 @@ impl Db {
         id: TableId,
         mode: Mode,
         claim: &Claim,
-        batch: &[(Key, Work)],
+        keys: &[&Key],
     ) -> Result<bool> {
         Ok(match mode {
             Mode::Refresh { seen } => seen == claim.revision,
-            Mode::Build { seen } => {
-                let keys = || batch.iter().map(|(k, _)| k);
-                match (keys().min(), keys().max()) {
-                    (Some(first), Some(last)) if matches!(claim.fence, Fence::Table { .. }) => {
-                        seen == claim.revision
-                            || !self.store().changed_in_range(
-                                self.graph().table(id).info,
-                                first,
-                                last,
-                                seen,
-                            )?
-                    }
-                    _ => false,
+            Mode::Build { seen } => match (keys.iter().min(), keys.iter().max()) {
+                (Some(first), Some(last)) if matches!(claim.fence, Fence::Table { .. }) => {
+                    seen == claim.revision
+                        || !self.store().changed_in_range(
+                            self.graph().table(id).info,
+                            first,
+                            last,
+                            seen,
+                        )?
                 }
-            }
+                _ => false,
+            },
             Mode::OnDemand | Mode::Retry => false,
         })
+    }
+
+    /// Claims `keys` of the table `name` for this worker (the whole table
+    /// when it is alone), registering the worker on its first claim.
+    fn claim_keys(&self, name: &str, keys: &[&Key]) -> Result<Claim> {
+        let owner = self.lease_owner();
+        let ttl = self.lease_ttl();
+        if !self.registered.swap(true, Ordering::SeqCst) {
+            self.store().register_worker(&self.worker, ttl)?;
+        }
+        self.store().claim(
+            name,
+            keys,
+            &self.worker,
+            &owner,
+            ttl,
+            ClaimMode::TableIfAlone,
+        )
+    }
+
+    /// Writes results computed before their rows were claimed (by a build's
+    /// scanning thread, for cheap functions, under the table lease that
+    /// [`AheadLease`] keeps, so that no other worker could claim them
+    /// meanwhile). They are claimed again (which renews that lease); if the
+    /// claim is the whole table and their plan still holds, they are
+    /// written. Otherwise (other workers showed up), each row is planned
+    /// again: a result computed from the inputs it would be computed from
+    /// now is written all the same, and the other rows are returned, to be
+    /// computed the usual way. Returns those rows and the claim's fence.
+    pub(crate) fn write_ahead(
+        &self,
+        session: &Session,
+        id: TableId,
+        outcomes: Vec<Outcome>,
+        mode: Mode,
+        report: &mut TableReport,
+    ) -> Result<(Vec<(Key, Work)>, Fence)> {
+        let name = self.graph().table(id).info.name;
+        let keys: Vec<&Key> = outcomes.iter().map(|o| &o.key).collect();
+        let claim = self.claim_keys(name, &keys)?;
+        self.alone.store(
+            !matches!(claim.fence, Fence::Rows { .. }),
+            Ordering::Relaxed,
+        );
+        let holds = matches!(claim.fence, Fence::Table { .. })
+            && self.plan_still_holds(id, mode, &claim, &keys)?;
+        drop(keys);
+        let mut again = Vec::new();
+        let write = if holds {
+            outcomes
+        } else {
+            let mut write = Vec::with_capacity(outcomes.len());
+            let mut unneeded = Vec::new();
+            for (o, got) in outcomes.into_iter().zip(claim.granted) {
+                if !got {
+                    report.skipped += 1;
+                    continue;
+                }
+                match self.plan_row(id, &o.key, mode)? {
+                    Plan::Work(w) if matches!(w.kind, WorkKind::Compute(_)) && w.ins == o.ins => {
+                        write.push(Outcome { new: w.new, ..o })
+                    }
+                    Plan::Work(w) => again.push((o.key, w)),
+                    Plan::Fresh => unneeded.push(o.key),
+                    Plan::Wait | Plan::Settling => {
+                        report.skipped += 1;
+                        unneeded.push(o.key)
+                    }
+                }
+            }
+            if !unneeded.is_empty() && matches!(claim.fence, Fence::Rows { .. }) {
+                let refs: Vec<&Key> = unneeded.iter().collect();
+                self.store().release(name, &claim.fence, &refs)?;
+            }
+            write
+        };
+        let read_at = mode.read_at().min(claim.revision);
+        if !write.is_empty() {
+            self.write(session, id, &write, mode, &claim.fence, read_at, report)?;
+        }
+        Ok((again, claim.fence))
+    }
+
+    /// Takes the whole table for this worker, if it is alone, to compute
+    /// ahead under it (see [`AheadLease`]); `None` when it is not.
+    pub(crate) fn hold_table(&self, id: TableId) -> Result<Option<Fence>> {
+        let name = self.graph().table(id).info.name;
+        let claim = self.claim_keys(name, &[])?;
+        match claim.fence {
+            Fence::Table { .. } => Ok(Some(claim.fence)),
+            other => {
+                self.store().release(name, &other, &[])?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Gives back a table lease taken by [`Db::hold_table`].
+    pub(crate) fn release_table(&self, id: TableId, fence: &Fence) -> Result<()> {
+        self.store()
+            .release(self.graph().table(id).info.name, fence, &[])
     }
 
     /// Claims a batch's rows (the whole table when this worker is alone)
@@ -414,23 +539,11 @@ impl Db {
         report: &mut TableReport,
     ) -> Result<Claimed> {
         let name = self.graph().table(id).info.name;
-        let owner = self.lease_owner();
-        let ttl = self.lease_ttl();
-        if !self.registered.swap(true, Ordering::SeqCst) {
-            self.store().register_worker(&self.worker, ttl)?;
-        }
         let keys: Vec<&Key> = batch.iter().map(|(k, _)| k).collect();
-        let claim = self.store().claim(
-            name,
-            &keys,
-            &self.worker,
-            &owner,
-            ttl,
-            ClaimMode::TableIfAlone,
-        )?;
+        let claim = self.claim_keys(name, &keys)?;
         let mut kept = Vec::with_capacity(batch.len());
         let mut unneeded = Vec::new();
-        let holds = self.plan_still_holds(id, mode, &claim, &batch)?;
+        let holds = self.plan_still_holds(id, mode, &claim, &keys)?;
         for ((key, work), got) in batch.into_iter().zip(claim.granted) {
             if !got {
                 report.skipped += 1;

@@ -10,6 +10,7 @@ use crate::storage::{Outcome, OutcomeKind, Read, Revision};
 use crate::value::{Key, Value};
 use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A stale row's work.
@@ -63,7 +64,7 @@ pub(crate) const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
 /// Rows slower than this run on the thread pool (for trivial functions,
 /// handing rows to other threads costs more than the calls themselves).
-const PARALLEL_ABOVE: Duration = Duration::from_micros(20);
+pub(crate) const PARALLEL_ABOVE: Duration = Duration::from_micros(20);
 
 /// Computes a batch's work a chunk at a time: the first row alone, timed;
 /// then, for slow functions, chunks that keep every core busy for about a
@@ -112,6 +113,8 @@ pub(crate) fn compute_in_chunks(
         } else {
             per_row
         };
+        env.db.compute_ns[env.table.index()]
+            .store((per_row.as_nanos() as u64).max(1), Ordering::Relaxed);
         each(outcomes, stopped, rest.as_slice())?;
         parallel = per_row > PARALLEL_ABOVE;
         chunk = if parallel {
@@ -123,6 +126,29 @@ pub(crate) fn compute_in_chunks(
         };
     }
     Ok(())
+}
+
+/// Computes the rows of `batch` on this thread, one after the other, before
+/// they are claimed (a build's scanning thread does this for cheap
+/// functions while its worker is alone; see `Db::write_ahead`). Returns the
+/// outcomes, and whether every row gave one (a row whose computation
+/// stopped is left out).
+pub(crate) fn compute_ahead(env: Env<'_>, batch: Vec<(Key, Work)>) -> (Vec<Outcome>, bool) {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut all = true;
+    let rows = batch.len();
+    let started = Instant::now();
+    for (key, work) in batch {
+        match run(env, key, work) {
+            Ok(o) => outcomes.push(o),
+            Err(_) => all = false,
+        }
+    }
+    if rows > 0 {
+        let per_row = started.elapsed().as_nanos() as u64 / rows as u64;
+        env.db.compute_ns[env.table.index()].store(per_row.max(1), Ordering::Relaxed);
+    }
+    (outcomes, all)
 }
 
 /// Does one row's work: calls the function (catching panics) with a

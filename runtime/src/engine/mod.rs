@@ -79,6 +79,10 @@ pub struct Db {
     /// nanoseconds (0: not measured yet): claims of slow rows are sized by
     /// it, so that one worker does not claim what others could share.
     pub(crate) row_cost_ns: Vec<AtomicU64>,
+    /// What one row of each table took to compute lately (its function
+    /// alone, in nanoseconds; 0 until known): whether a build computes
+    /// rows ahead of their claim.
+    pub(crate) compute_ns: Vec<AtomicU64>,
 }
 
 impl Drop for Db {

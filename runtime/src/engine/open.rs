@@ -123,6 +123,7 @@ impl Db {
         }
         let ancestry = graph.ids().map(|id| graph.ancestry(id)).collect();
         let row_cost_ns = graph.ids().map(|_| AtomicU64::new(0)).collect();
+        let compute_ns = graph.ids().map(|_| AtomicU64::new(0)).collect();
         let dependencies: Vec<Vec<_>> = graph.ids().map(|id| graph.dependencies(id)).collect();
         let reads_upstream = dependencies
             .iter()
@@ -155,6 +156,7 @@ impl Db {
             registered: AtomicBool::new(false),
             alone: AtomicBool::new(false),
             row_cost_ns,
+            compute_ns,
         })
     }
 

@@ -2,17 +2,18 @@
 //! in topological order, `refresh_from`, `retry`, and bringing one row up
 //! to date on demand.
 
-use super::compute::{Work, WorkKind};
+use super::compute::{compute_ahead, Env, Work, WorkKind, PARALLEL_ABOVE};
 use super::deps::{RowId, Session, Stop};
 use super::{Db, BATCH};
 use crate::error::{Error, Result};
 use crate::graph::TableId;
 use crate::judge::{input_revisions, judge_with_reads, InputView, Settle, Verdict};
-use crate::lease::Mode;
+use crate::lease::{AheadLease, Mode};
 use crate::report::{Report, TableReport};
 use crate::row::Input;
 use crate::storage::{
-    Backend, ChangeCursor, RecordedRead, Revision, RowState, RowStatus, Status, Values,
+    Backend, ChangeCursor, Fence, Outcome, RecordedRead, Revision, RowState, RowStatus, Status,
+    Values,
 };
 use crate::value::Key;
 use std::sync::atomic::Ordering;
@@ -501,7 +502,7 @@ impl Db {
             // One connection: scan a page, then build it, in turn.
             let mut failed = None;
             self.scan_for_build(id, None, &mut |page| {
-                match self.run_page(pass, page) {
+                match self.run_page(pass, page, None) {
                     Ok(done) => complete &= done,
                     Err(e) => failed = Some(e),
                 }
@@ -510,14 +511,20 @@ impl Db {
             return failed.map_or(Ok(complete), Err);
         };
         let scanner = connector.connect()?;
-        std::thread::scope(|scope| {
+        let ahead = AheadLease::default();
+        let mut held = Held::default();
+        let built = std::thread::scope(|scope| {
             let (send, pages) = std::sync::mpsc::sync_channel::<BuildPage>(1);
+            let session = pass.session;
+            let ahead = &ahead;
             let scanning = scope.spawn(move || {
-                self.scan_for_build(id, Some(&*scanner), &mut |page| send.send(page).is_ok())
+                self.scan_for_build(id, Some((&*scanner, session, ahead)), &mut |page| {
+                    send.send(page).is_ok()
+                })
             });
             let mut built = Ok(());
             for page in pages.iter() {
-                match self.run_page(pass, page) {
+                match self.run_page(pass, page, Some((ahead, &mut held))) {
                     Ok(done) => complete &= done,
                     Err(e) => {
                         built = Err(e);
@@ -526,18 +533,106 @@ impl Db {
                 }
             }
             // Stops the scanner, if it is still going.
+            ahead.allow(false);
             drop(pages);
             let scanned = scanning
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             built.and(scanned).map(|()| complete)
-        })
+        });
+        // The table is given back whatever happened.
+        let released = match held.fence {
+            Some(fence) => self.release_table(id, &fence),
+            None => Ok(()),
+        };
+        built.and_then(|complete| released.map(|()| complete))
     }
 
     /// Computes and writes one planned page of a build pass.
-    fn run_page(&self, pass: &mut Pass<'_>, page: BuildPage) -> Result<bool> {
-        let done = self.run_batch(pass, page.batch, page.mode)?;
-        Ok(page.complete && done)
+    ///
+    /// With `ahead` (a scanning thread of its own): while this worker holds
+    /// the whole table between pages (`held`), the scanning thread computes
+    /// the pages' rows before they are claimed, and this thread only
+    /// writes them ([`Db::write_ahead`]); rows of a page planned before the
+    /// table was held are computed here, under it. When other workers show
+    /// up, computing ahead stops, and the table is given back with the
+    /// first page that was not computed ahead. After a page of cheap rows,
+    /// a lone worker takes the table (see [`Db::computes_ahead`]).
+    fn run_page(
+        &self,
+        pass: &mut Pass<'_>,
+        page: BuildPage,
+        ahead: Option<(&AheadLease, &mut Held)>,
+    ) -> Result<bool> {
+        let id = pass.id;
+        let mut complete = page.complete;
+        let Some((lease, held)) = ahead else {
+            let done = self.run_batch(pass, page.batch, page.mode)?;
+            return Ok(complete && done);
+        };
+        let mut outcomes = page.ahead;
+        let mut batch = page.batch;
+        if held.fence.is_some() && !held.stopping && !batch.is_empty() {
+            if let Some(node) = self.graph.producer(id) {
+                let env = Env {
+                    db: self,
+                    session: pass.session,
+                    table: id,
+                    node,
+                    stack: &[],
+                };
+                let (more, all) = compute_ahead(env, std::mem::take(&mut batch));
+                outcomes.extend(more);
+                complete &= all;
+            }
+        }
+        if !outcomes.is_empty() {
+            let mut report = TableReport::default();
+            let (again, fence) =
+                self.write_ahead(pass.session, id, outcomes, page.mode, &mut report)?;
+            pass.report.add(&report);
+            (pass.progress)(pass.report);
+            if !matches!(fence, Fence::Table { .. }) {
+                // Others showed up: no more rows computed ahead; the table
+                // stays held until those computed already are written.
+                lease.allow(false);
+                held.stopping = true;
+            }
+            // Rows whose inputs changed since: computed the usual way.
+            let mode = Mode::Refresh {
+                seen: self.store().revision()?,
+            };
+            complete &= self.run_batch(pass, again, mode)?;
+        }
+        if !batch.is_empty() {
+            if let Some(fence) = held.fence.take() {
+                lease.allow(false);
+                held.stopping = false;
+                self.release_table(id, &fence)?;
+            }
+            complete &= self.run_batch(pass, batch, page.mode)?;
+        }
+        if held.fence.is_none() && self.computes_ahead(id) {
+            if let Some(fence) = self.hold_table(id)? {
+                held.fence = Some(fence);
+                held.stopping = false;
+                lease.allow(true);
+            }
+        }
+        Ok(complete)
+    }
+
+    /// Whether a build's scanning thread computes the rows of `id` itself,
+    /// before they are claimed: when this worker was alone at its last
+    /// claim, the function reads no other rows, and its rows are known to
+    /// be cheap (so that the scanning thread, not the thread pool, is the
+    /// right place; the writing thread then only claims and writes).
+    fn computes_ahead(&self, id: TableId) -> bool {
+        let ns = self.compute_ns[id.index()].load(Ordering::Relaxed);
+        self.alone.load(Ordering::Relaxed)
+            && self.graph.table(id).reads.is_empty()
+            && ns != 0
+            && u128::from(ns) < PARALLEL_ABOVE.as_nanos()
     }
 
     /// Computes and writes one page of planned work (of a refresh or a
@@ -556,14 +651,17 @@ impl Db {
     /// Scans a table's inputs (and the table) in key order through `conn`
     /// (or this `Db`'s own connection), plans every row, and hands each
     /// page's work to `each` until it returns false or the keys run out.
+    /// On a connection of its own (another thread), it also computes cheap
+    /// rows ahead of their claim ([`Db::write_ahead`]) for the pass of
+    /// `session`.
     fn scan_for_build(
         &self,
         id: TableId,
-        conn: Option<&dyn Backend>,
+        conn: Option<(&dyn Backend, &Session, &AheadLease)>,
         each: &mut dyn FnMut(BuildPage) -> bool,
     ) -> Result<()> {
         let with = |f: &mut dyn FnMut(&dyn Backend) -> Result<()>| match conn {
-            Some(c) => f(c),
+            Some((c, _, _)) => f(c),
             None => f(&**self.store()),
         };
         // The inputs, then the table itself: a row another worker wrote
@@ -597,6 +695,7 @@ impl Db {
             let mut planned = BuildPage {
                 mode,
                 batch: Vec::with_capacity(page.len()),
+                ahead: Vec::new(),
                 complete: true,
             };
             for row in page {
@@ -606,6 +705,23 @@ impl Db {
                     Plan::Fresh => {}
                     Plan::Wait | Plan::Settling => planned.complete = false,
                     Plan::Work(work) => planned.batch.push((row.key, work)),
+                }
+            }
+            if let (Some((_, session, lease)), Some(node)) = (conn, self.graph.producer(id)) {
+                if self.computes_ahead(id) {
+                    let env = Env {
+                        db: self,
+                        session,
+                        table: id,
+                        node,
+                        stack: &[],
+                    };
+                    let batch = &mut planned.batch;
+                    let done = lease.compute(|| compute_ahead(env, std::mem::take(batch)));
+                    if let Some((ahead, all)) = done {
+                        planned.ahead = ahead;
+                        planned.complete &= all;
+                    }
                 }
             }
             if !each(planned) {
@@ -629,12 +745,25 @@ struct Pass<'a> {
     progress: &'a mut dyn FnMut(&TableReport),
 }
 
+/// The table a lone worker's build holds between pages, to compute ahead
+/// (see [`Db::run_page`]).
+#[derive(Default)]
+struct Held {
+    /// The table lease, while held.
+    fence: Option<Fence>,
+    /// Computing ahead was stopped (other workers showed up): the table is
+    /// given back with the first page not computed ahead.
+    stopping: bool,
+}
+
 /// One planned page of a build pass.
 struct BuildPage {
     /// How it was planned.
     mode: Mode,
     /// The rows to compute or block.
     batch: Vec<(Key, Work)>,
+    /// Rows computed ahead of their claim, by the scanning thread.
+    ahead: Vec<Outcome>,
     /// Whether every row of the page could be planned.
     complete: bool,
 }
