@@ -502,6 +502,14 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--replica-put") {
+        // Writes on a replica against a database that never forked, alone
+        // (for profiling).
+        let n: usize = args[2].parse().unwrap();
+        replicas::put_on_replica(&dir, n);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--replicas") {
         replicas::run(&dir);
         let _ = std::fs::remove_dir_all(&dir);

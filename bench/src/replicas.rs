@@ -220,6 +220,39 @@ fn reuse(dir: &Path, what: &str, rows: usize, derived: usize, put: impl Fn(&Db))
     );
 }
 
+/// Times writing `n` new rows on a replica (recording a version per row)
+/// and on a database that never forked; prints both.
+pub fn put_on_replica(dir: &Path, n: usize) -> (Duration, Duration) {
+    let a_path = dir.join("put-a.db");
+    let b_path = dir.join("put-b.db");
+    let plain_path = dir.join("put-plain.db");
+    for p in [&a_path, &b_path, &plain_path] {
+        let _ = std::fs::remove_file(p);
+    }
+    let a = Db::open(&a_path).unwrap();
+    a.put(Item { id: -1, v: 0 }).unwrap();
+    let _b = a.fork_replica(&b_path).unwrap();
+    let plain = Db::open(&plain_path).unwrap();
+    let write = |db: &Db| {
+        let t = Instant::now();
+        let mut start = 0;
+        while start < n {
+            let end = (start + PUT_BATCH).min(n);
+            db.put_all(items(start..end, 0)).unwrap();
+            start = end;
+        }
+        t.elapsed()
+    };
+    let put = write(&a);
+    let put_plain = write(&plain);
+    println!(
+        "writing {n} rows on a replica (recording versions): {put:.2?}; on a database that \
+         never forked: {put_plain:.2?} ({:.1}x)",
+        put.as_secs_f64() / put_plain.as_secs_f64()
+    );
+    (put, put_plain)
+}
+
 /// Runs every replica figure.
 pub fn run(dir: &Path) {
     println!("Replicas (SQLite files on this machine)\n");

@@ -24,7 +24,7 @@ use crate::row::TableInfo;
 use crate::storage::{Applied, Changes, ReplicaMeta, Replicas, Revision, SyncCursor};
 use crate::value::{Key, Value};
 use rederive_itc::Id;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -156,6 +156,11 @@ fn writer(c: &Connection) -> SqlResult<ReplicaMeta> {
 
 /// The input row's values, by key.
 fn input_row(c: &Connection, info: &TableInfo, key: &Key) -> SqlResult<Option<Vec<Value>>> {
+    input_row_with(&mut input_statement(c, info)?, info, key)
+}
+
+/// The statement that reads an input row of `info` by key.
+fn input_statement<'c>(c: &'c Connection, info: &TableInfo) -> SqlResult<CachedStatement<'c>> {
     let cols: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
     let sql = format!(
         "SELECT {} FROM {} WHERE {} = ?1",
@@ -163,10 +168,19 @@ fn input_row(c: &Connection, info: &TableInfo, key: &Key) -> SqlResult<Option<Ve
         quote(info.name),
         key_column(info)
     );
-    let mut stmt = c.prepare_cached(&sql)?;
+    Ok(c.prepare_cached(&sql)?)
+}
+
+/// [`input_row`] through its statement.
+fn input_row_with(
+    stmt: &mut CachedStatement<'_>,
+    info: &TableInfo,
+    key: &Key,
+) -> SqlResult<Option<Vec<Value>>> {
+    let n = info.columns.len();
     Ok(stmt
         .query_row([KeyParam(key)], |r| {
-            Ok((0..cols.len())
+            Ok((0..n)
                 .map(|i| r.get_ref(i).map(from_ref))
                 .collect::<rusqlite::Result<Vec<_>>>())
         })
@@ -174,10 +188,39 @@ fn input_row(c: &Connection, info: &TableInfo, key: &Key) -> SqlResult<Option<Ve
         .transpose()?)
 }
 
+/// The statements a write runs for every key it records, prepared once
+/// for all its keys.
+struct KeyStatements<'c> {
+    stored: CachedStatement<'c>,
+    input: CachedStatement<'c>,
+    delete: CachedStatement<'c>,
+    insert: CachedStatement<'c>,
+}
+
+impl<'c> KeyStatements<'c> {
+    fn new(c: &'c Connection, info: &TableInfo) -> SqlResult<KeyStatements<'c>> {
+        Ok(KeyStatements {
+            stored: c.prepare_cached(STORED)?,
+            input: input_statement(c, info)?,
+            delete: c.prepare_cached(DELETE_VERSION)?,
+            insert: c.prepare_cached(INSERT_VERSION)?,
+        })
+    }
+}
+
+const STORED: &str = "SELECT event, vals FROM rederive_versions WHERE tbl = ?1 AND key = ?2";
+const DELETE_VERSION: &str =
+    "DELETE FROM rederive_versions WHERE tbl = ?1 AND key = ?2 AND event = ?3";
+const INSERT_VERSION: &str =
+    "INSERT INTO rederive_versions(tbl, key, event, vals, seq, src) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 /// The stored versions of a key (none while it holds its genesis version).
 fn stored(c: &Connection, table: &str, key: &Key) -> SqlResult<Vec<Version>> {
-    let mut stmt =
-        c.prepare_cached("SELECT event, vals FROM rederive_versions WHERE tbl = ?1 AND key = ?2")?;
+    stored_with(&mut c.prepare_cached(STORED)?, table, key)
+}
+
+/// [`stored`] through its statement.
+fn stored_with(stmt: &mut CachedStatement<'_>, table: &str, key: &Key) -> SqlResult<Vec<Version>> {
     let mut rows = stmt.query(params![table, KeyParam(key)])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -229,6 +272,29 @@ fn current_and_stored(
     Ok((genesis, 0))
 }
 
+/// [`current_and_stored`] on a replica, through prepared statements.
+fn current_and_stored_with(
+    stmts: &mut KeyStatements<'_>,
+    info: &TableInfo,
+    key: &Key,
+) -> SqlResult<(Vec<Version>, usize)> {
+    let versions = stored_with(&mut stmts.stored, info.name, key)?;
+    if !versions.is_empty() {
+        let n = versions.len();
+        return Ok((versions, n));
+    }
+    let genesis = input_row_with(&mut stmts.input, info, key)?
+        .map(|values| Version {
+            table: info.name.to_owned(),
+            key: key.clone(),
+            event: genesis(),
+            values: Some(values),
+        })
+        .into_iter()
+        .collect();
+    Ok((genesis, 0))
+}
+
 /// Replaces a key's stored versions: `before` are its current ones (the
 /// first `stored_before` of them stored, none when it holds its genesis
 /// version). Versions kept keep their place in the stream; new ones are
@@ -245,18 +311,42 @@ fn replace(
     seq: Revision,
     src: Option<(&str, &[Version])>,
 ) -> SqlResult<()> {
+    let statements = (
+        &mut c.prepare_cached(DELETE_VERSION)?,
+        &mut c.prepare_cached(INSERT_VERSION)?,
+    );
+    replace_with(
+        c,
+        statements,
+        table,
+        key,
+        before,
+        stored_before,
+        versions,
+        seq,
+        src,
+    )
+}
+
+/// [`replace`] through its delete and insert statements.
+#[allow(clippy::too_many_arguments)]
+fn replace_with(
+    c: &Connection,
+    (delete, insert): (&mut CachedStatement<'_>, &mut CachedStatement<'_>),
+    table: &str,
+    key: &Key,
+    before: &[Version],
+    stored_before: usize,
+    versions: &[Version],
+    seq: Revision,
+    src: Option<(&str, &[Version])>,
+) -> SqlResult<()> {
     let stored = if stored_before > 0 { before } else { &[] };
-    let mut delete = c.prepare_cached(
-        "DELETE FROM rederive_versions WHERE tbl = ?1 AND key = ?2 AND event = ?3",
-    )?;
     for old in stored {
         if !versions.iter().any(|v| v.event == old.event) {
             delete.execute(params![table, KeyParam(key), event_bytes(&old.event)])?;
         }
     }
-    let mut insert = c.prepare_cached(
-        "INSERT INTO rederive_versions(tbl, key, event, vals, seq, src) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
     for v in versions {
         if stored.iter().any(|old| old.event == v.event) {
             continue;
@@ -316,11 +406,12 @@ pub(super) fn record_puts(
         }
         Mode::Replica => {
             let me = writer(c)?;
+            let mut stmts = KeyStatements::new(c, info)?;
             for row in rows {
                 let Some(key) = row.get(key_at).and_then(Key::from_value) else {
                     continue; // the row's own write reports the bad key
                 };
-                let (now, stored_before) = current_and_stored(c, info, &key, m)?;
+                let (now, stored_before) = current_and_stored_with(&mut stmts, info, &key)?;
                 if now.len() == 1 && now[0].values.as_ref() == Some(row) {
                     continue;
                 }
@@ -331,7 +422,18 @@ pub(super) fn record_puts(
                     event,
                     values: Some(row.clone()),
                 };
-                replace(c, info.name, &key, &now, stored_before, &[v], rev, None)?;
+                let statements = (&mut stmts.delete, &mut stmts.insert);
+                replace_with(
+                    c,
+                    statements,
+                    info.name,
+                    &key,
+                    &now,
+                    stored_before,
+                    &[v],
+                    rev,
+                    None,
+                )?;
             }
             Ok(())
         }
