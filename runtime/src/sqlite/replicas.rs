@@ -666,6 +666,9 @@ impl Replicas for SqliteStore {
                     .push(v.clone());
             }
             let mut rev = None;
+            // The statements of the table at hand (groups come table by
+            // table), prepared once for its keys.
+            let mut stmts: Option<(&str, KeyStatements<'_>, CachedStatement<'_>)> = None;
             for ((table, key), received) in groups {
                 let id = graph.table_id(table).map_err(|_| {
                     bad(format!(
@@ -692,7 +695,14 @@ impl Replicas for SqliteStore {
                         }
                     }
                 }
-                let (now, stored_before) = current_and_stored(&tx, info, key, Mode::Replica)?;
+                if stmts.as_ref().is_none_or(|(t, _, _)| *t != table) {
+                    let upsert = tx.prepare_cached(&self.cache.upsert_input_sql(info, 1))?;
+                    stmts = Some((table, KeyStatements::new(&tx, info)?, upsert));
+                }
+                let Some((_, key_stmts, upsert)) = stmts.as_mut() else {
+                    continue;
+                };
+                let (now, stored_before) = current_and_stored_with(key_stmts, info, key)?;
                 let merged = merge(&now, &received);
                 let same = |a: &[Version], b: &[Version]| {
                     a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.event == y.event))
@@ -714,8 +724,9 @@ impl Replicas for SqliteStore {
                 if merged.len() > 1 {
                     applied.conflicts += 1;
                 }
-                replace(
+                replace_with(
                     &tx,
+                    (&mut key_stmts.delete, &mut key_stmts.insert),
                     table,
                     key,
                     &now,
@@ -729,11 +740,9 @@ impl Replicas for SqliteStore {
                 if old != new {
                     match new {
                         Some(values) => {
-                            let sql = self.cache.upsert_input_sql(info, 1);
                             let stamps = [Value::Integer(seq.get()), Value::Integer(self.now_ms())];
                             let params = values.iter().chain(&stamps).map(SqlValue);
-                            tx.prepare_cached(&sql)?
-                                .execute(rusqlite::params_from_iter(params))?;
+                            upsert.execute(rusqlite::params_from_iter(params))?;
                         }
                         None => {
                             delete_input(&tx, graph, id, key, seq)?;
@@ -741,6 +750,7 @@ impl Replicas for SqliteStore {
                     }
                 }
             }
+            drop(stmts);
             let (seq, table, key, event) = cursor_params(upto);
             tx.prepare_cached("INSERT OR REPLACE INTO rederive_peers VALUES (?1, ?2, ?3, ?4, ?5)")?
                 .execute(params![peer, seq, table, key, event])?;
