@@ -149,6 +149,23 @@ impl PgError {
             _ => false,
         }
     }
+
+    /// Whether the error means the connection is gone: the server ended it
+    /// (an administrator, a shutdown, a crash: SQLSTATE class 57P), a
+    /// connection exception (class 08), or the socket failed. The client
+    /// may not know yet (it notices the closed socket on the next call).
+    fn ends_connection(&self) -> bool {
+        let PgError::Pg(e) = self else {
+            return false;
+        };
+        if e.is_closed() {
+            return true;
+        }
+        match e.code() {
+            Some(c) => c.code().starts_with("57P") || c.code().starts_with("08"),
+            None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
+        }
+    }
 }
 
 /// How a transaction begins.
@@ -188,6 +205,9 @@ pub(crate) struct Conn {
     pub(crate) codes: HashMap<i64, Arc<str>>,
     /// Ids of code versions, as found in `rederive_codes`.
     pub(crate) code_ids: HashMap<String, i64>,
+    /// An error said the connection is gone (see
+    /// [`PgError::ends_connection`]): the next call opens another.
+    lost: bool,
 }
 
 impl Conn {
@@ -200,19 +220,26 @@ impl Conn {
             own_revisions: 0,
             codes: HashMap::new(),
             code_ids: HashMap::new(),
+            lost: false,
         }
     }
 
     /// Replaces a lost connection; what belonged to the old one goes.
     pub(crate) fn replace_client(&mut self, client: Client) {
         self.client = client;
+        self.lost = false;
         self.statements.clear();
         self.snapshot = false;
         self.pending_revisions = 0;
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.lost || self.client.is_closed()
+    }
+
+    /// Notes an error that ended the connection.
+    fn note(&mut self, e: &PgError) {
+        self.lost |= e.ends_connection();
     }
 
     /// The prepared statement of `sql`, prepared once per connection.
@@ -284,7 +311,7 @@ impl Conn {
 
     /// After an error: a snapshot's transaction is aborted, so it goes.
     fn abandon_snapshot(&mut self) {
-        if std::mem::take(&mut self.snapshot) && !self.client.is_closed() {
+        if std::mem::take(&mut self.snapshot) && !self.is_closed() {
             let _ = self.client.batch_execute("ROLLBACK");
         }
     }
@@ -292,7 +319,8 @@ impl Conn {
     /// Runs `body` as one statement or, inside a snapshot, in it.
     pub(crate) fn read<T>(&mut self, body: impl FnOnce(&mut Conn) -> PgResult<T>) -> PgResult<T> {
         let out = body(self);
-        if out.is_err() {
+        if let Err(e) = &out {
+            self.note(e);
             self.abandon_snapshot();
             self.statements.clear();
         }
@@ -324,6 +352,7 @@ impl Conn {
                     std::thread::sleep(backoff(attempt));
                 }
                 Err(e) => {
+                    self.note(&e);
                     self.statements.clear();
                     return Err(e);
                 }
@@ -357,7 +386,8 @@ impl Conn {
             }
             Err(e) => {
                 self.pending_revisions = 0;
-                if !self.client.is_closed() {
+                self.note(&e);
+                if !self.is_closed() {
                     // Nothing to roll back when COMMIT itself failed: the
                     // server ended the transaction already.
                     let _ = self.client.batch_execute("ROLLBACK");
