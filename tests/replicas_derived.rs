@@ -2,6 +2,8 @@
 //! stored on the other by a sync instead of being computed again, as long
 //! as the other's inputs and code version match; rows of other inputs or
 //! other code, and rows that read other rows, are computed locally.
+mod common;
+
 use rederive::{derive_table, Ctx, Db, Graph, NodeBuilder, Row};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,15 +119,7 @@ fn graph(version: &str) -> Graph {
                 text: d.text.to_uppercase(),
             })
         });
-    Graph::with_runtime_nodes(
-        rederive::node::registered_tables(),
-        rederive::node::registered_nodes()
-            .into_iter()
-            .copied()
-            .collect(),
-        vec![upper],
-    )
-    .expect("the graph")
+    common::graph_with_nodes(vec![upper]).expect("the graph")
 }
 
 fn open(path: &Path, version: &str) -> Db {

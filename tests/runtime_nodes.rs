@@ -1,6 +1,8 @@
 //! Nodes defined at run time: a name, inputs, declared reads, an output
 //! table (a row type or JSON rows), a caller's code version and a closure.
 
+mod common;
+
 use rederive::{derive_table, dynamic, Db, Graph, NodeBuilder, Row, Staleness};
 use serde_json::json;
 
@@ -65,14 +67,7 @@ fn upper() -> rederive::RuntimeNode {
 
 /// This binary's graph with `nodes` added.
 fn try_graph(nodes: Vec<rederive::RuntimeNode>) -> rederive::Result<Graph> {
-    Graph::with_runtime_nodes(
-        rederive::node::registered_tables(),
-        rederive::node::registered_nodes()
-            .into_iter()
-            .copied()
-            .collect(),
-        nodes,
-    )
+    common::graph_with_nodes(nodes)
 }
 
 fn graph(nodes: Vec<rederive::RuntimeNode>) -> Graph {

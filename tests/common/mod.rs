@@ -4,6 +4,20 @@ use std::path::Path;
 
 pub mod cli;
 
+/// This test binary's graph (its macro-defined tables and functions) with
+/// run-time `nodes` added.
+#[allow(dead_code)]
+pub fn graph_with_nodes(nodes: Vec<rederive::RuntimeNode>) -> rederive::Result<rederive::Graph> {
+    rederive::Graph::with_runtime_nodes(
+        rederive::node::registered_tables(),
+        rederive::node::registered_nodes()
+            .into_iter()
+            .copied()
+            .collect(),
+        nodes,
+    )
+}
+
 /// The tables of an SQLite file, as SQLite itself lists them, sorted.
 #[allow(dead_code)]
 pub fn sqlite_tables(path: &Path) -> Vec<String> {

@@ -260,16 +260,20 @@ fn current_and_stored(
             return Ok((versions, n));
         }
     }
-    let genesis = input_row(c, info, key)?
-        .map(|values| Version {
-            table: info.name.to_owned(),
-            key: key.clone(),
-            event: genesis(),
-            values: Some(values),
-        })
-        .into_iter()
-        .collect();
-    Ok((genesis, 0))
+    Ok((genesis_of(info, key, input_row(c, info, key)?), 0))
+}
+
+/// A key's genesis version: its input row, if there is one (no version
+/// when there is none).
+fn genesis_of(info: &TableInfo, key: &Key, row: Option<Vec<Value>>) -> Vec<Version> {
+    row.map(|values| Version {
+        table: info.name.to_owned(),
+        key: key.clone(),
+        event: genesis(),
+        values: Some(values),
+    })
+    .into_iter()
+    .collect()
 }
 
 /// [`current_and_stored`] on a replica, through prepared statements.
@@ -283,16 +287,8 @@ fn current_and_stored_with(
         let n = versions.len();
         return Ok((versions, n));
     }
-    let genesis = input_row_with(&mut stmts.input, info, key)?
-        .map(|values| Version {
-            table: info.name.to_owned(),
-            key: key.clone(),
-            event: genesis(),
-            values: Some(values),
-        })
-        .into_iter()
-        .collect();
-    Ok((genesis, 0))
+    let row = input_row_with(&mut stmts.input, info, key)?;
+    Ok((genesis_of(info, key, row), 0))
 }
 
 /// Replaces a key's stored versions: `before` are its current ones (the
