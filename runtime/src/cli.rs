@@ -262,10 +262,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             let status = db.status()?;
             let bad = status.iter().any(|s| s.failed > 0 || s.blocked > 0);
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_default()
-                );
+                print_pretty(&status);
             } else {
                 println!(
                     "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -337,10 +334,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
                 }
             })?;
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+                print_pretty(&report);
             } else {
                 for (table, r) in &report.tables {
                     println!("{table}: {}", table_line(r));
@@ -354,10 +348,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             let db = open(path, Access::Write)?;
             let report = db.retry()?;
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+                print_pretty(&report);
             } else {
                 println!("{report}");
             }
@@ -377,7 +368,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
                     if cli.json {
                         println!("{}", json!({ "table": info.name, "key": key, "row": row }));
                     } else {
-                        println!("{}", serde_json::to_string_pretty(&row).unwrap_or_default());
+                        print_pretty(&row);
                     }
                     Ok(0)
                 }
@@ -458,10 +449,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             let db = open(path, Access::Write)?;
             let report = crate::replica::sync(&db, open_peer(&db, peer)?.as_ref())?;
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+                print_pretty(&report);
             } else {
                 println!("{report}");
                 if report.conflicts > 0 {
@@ -479,10 +467,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             let db = open(path, Access::Read)?;
             let listed = conflicts(&db)?;
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&listed).unwrap_or_default()
-                );
+                print_pretty(&listed);
             } else if listed.is_empty() {
                 println!("no rows in conflict");
             } else {
@@ -532,10 +517,7 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             let db = open(path, Access::Read)?;
             let errors = db.errors()?;
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&errors).unwrap_or_default()
-                );
+                print_pretty(&errors);
             } else if errors.is_empty() {
                 println!("no failed rows");
             } else {
@@ -549,6 +531,14 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
             Ok(failures(!errors.is_empty()))
         }
     }
+}
+
+/// Prints `value` as indented JSON (what `--json` prints).
+fn print_pretty(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 /// "N rows in conflict (run `conflicts`)".

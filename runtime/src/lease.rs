@@ -225,7 +225,7 @@ impl Db {
     }
 
     /// Folds a slice's time per row into the table's running estimate.
-    pub(crate) fn note_row_cost(&self, id: TableId, took: Duration, rows: u64) {
+    fn note_row_cost(&self, id: TableId, took: Duration, rows: u64) {
         let threads = rayon::current_num_threads().max(1) as u64;
         // Wall time of the slice, times the threads that shared it.
         let measured = (took.as_nanos() as u64).saturating_mul(threads) / rows.max(1);

@@ -599,10 +599,12 @@ impl Db {
                 held.stopping = true;
             }
             // Rows whose inputs changed since: computed the usual way.
-            let mode = Mode::Refresh {
-                seen: self.store().revision()?,
-            };
-            complete &= self.run_batch(pass, again, mode)?;
+            if !again.is_empty() {
+                let mode = Mode::Refresh {
+                    seen: self.store().revision()?,
+                };
+                complete &= self.run_batch(pass, again, mode)?;
+            }
         }
         if !batch.is_empty() {
             if let Some(fence) = held.fence.take() {

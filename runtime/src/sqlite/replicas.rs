@@ -154,11 +154,6 @@ fn writer(c: &Connection) -> SqlResult<ReplicaMeta> {
     }
 }
 
-/// The input row's values, by key.
-fn input_row(c: &Connection, info: &TableInfo, key: &Key) -> SqlResult<Option<Vec<Value>>> {
-    input_row_with(&mut input_statement(c, info)?, info, key)
-}
-
 /// The statement that reads an input row of `info` by key.
 fn input_statement<'c>(c: &'c Connection, info: &TableInfo) -> SqlResult<CachedStatement<'c>> {
     let cols: Vec<String> = info.columns.iter().map(|c| quote(c.name)).collect();
@@ -171,8 +166,8 @@ fn input_statement<'c>(c: &'c Connection, info: &TableInfo) -> SqlResult<CachedS
     Ok(c.prepare_cached(&sql)?)
 }
 
-/// [`input_row`] through its statement.
-fn input_row_with(
+/// The input row's values, by key (through [`input_statement`]).
+fn input_row(
     stmt: &mut CachedStatement<'_>,
     info: &TableInfo,
     key: &Key,
@@ -188,24 +183,41 @@ fn input_row_with(
         .transpose()?)
 }
 
-/// The statements a write runs for every key it records, prepared once
-/// for all its keys.
+/// The statements that read and replace a key's versions, prepared once
+/// for all the keys of a write (or of one table in a sync's batch).
+/// The version statements are prepared when first used: a database that
+/// never forked has no version table until its first deletion.
 struct KeyStatements<'c> {
-    stored: CachedStatement<'c>,
+    c: &'c Connection,
     input: CachedStatement<'c>,
-    delete: CachedStatement<'c>,
-    insert: CachedStatement<'c>,
+    stored: Option<CachedStatement<'c>>,
+    delete: Option<CachedStatement<'c>>,
+    insert: Option<CachedStatement<'c>>,
 }
 
 impl<'c> KeyStatements<'c> {
     fn new(c: &'c Connection, info: &TableInfo) -> SqlResult<KeyStatements<'c>> {
         Ok(KeyStatements {
-            stored: c.prepare_cached(STORED)?,
+            c,
             input: input_statement(c, info)?,
-            delete: c.prepare_cached(DELETE_VERSION)?,
-            insert: c.prepare_cached(INSERT_VERSION)?,
+            stored: None,
+            delete: None,
+            insert: None,
         })
     }
+}
+
+/// The statement in `slot`, prepared from `sql` on first use.
+fn prepared<'a, 'c>(
+    c: &'c Connection,
+    slot: &'a mut Option<CachedStatement<'c>>,
+    sql: &str,
+) -> SqlResult<&'a mut CachedStatement<'c>> {
+    let stmt = match slot.take() {
+        Some(stmt) => stmt,
+        None => c.prepare_cached(sql)?,
+    };
+    Ok(slot.insert(stmt))
 }
 
 const STORED: &str = "SELECT event, vals FROM rederive_versions WHERE tbl = ?1 AND key = ?2";
@@ -215,12 +227,7 @@ const INSERT_VERSION: &str =
     "INSERT INTO rederive_versions(tbl, key, event, vals, seq, src) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// The stored versions of a key (none while it holds its genesis version).
-fn stored(c: &Connection, table: &str, key: &Key) -> SqlResult<Vec<Version>> {
-    stored_with(&mut c.prepare_cached(STORED)?, table, key)
-}
-
-/// [`stored`] through its statement.
-fn stored_with(stmt: &mut CachedStatement<'_>, table: &str, key: &Key) -> SqlResult<Vec<Version>> {
+fn stored(stmt: &mut CachedStatement<'_>, table: &str, key: &Key) -> SqlResult<Vec<Version>> {
     let mut rows = stmt.query(params![table, KeyParam(key)])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -240,27 +247,27 @@ fn stored_with(stmt: &mut CachedStatement<'_>, table: &str, key: &Key) -> SqlRes
 }
 
 /// The current versions of a key: the stored ones, or its genesis version
-/// (the input row, if there is one).
-fn current(c: &Connection, info: &TableInfo, key: &Key, m: Mode) -> SqlResult<Vec<Version>> {
-    Ok(current_and_stored(c, info, key, m)?.0)
-}
-
-/// [`current`], and how many of them are stored (rather than the genesis
-/// version, read from the input table).
+/// (the input row, if there is one); and how many of them are stored
+/// (none for the genesis version, read from the input table).
 fn current_and_stored(
-    c: &Connection,
+    stmts: &mut KeyStatements<'_>,
     info: &TableInfo,
     key: &Key,
     m: Mode,
 ) -> SqlResult<(Vec<Version>, usize)> {
     if m > Mode::None {
-        let versions = stored(c, info.name, key)?;
+        let versions = stored(
+            prepared(stmts.c, &mut stmts.stored, STORED)?,
+            info.name,
+            key,
+        )?;
         if !versions.is_empty() {
             let n = versions.len();
             return Ok((versions, n));
         }
     }
-    Ok((genesis_of(info, key, input_row(c, info, key)?), 0))
+    let row = input_row(&mut stmts.input, info, key)?;
+    Ok((genesis_of(info, key, row), 0))
 }
 
 /// A key's genesis version: its input row, if there is one (no version
@@ -276,21 +283,6 @@ fn genesis_of(info: &TableInfo, key: &Key, row: Option<Vec<Value>>) -> Vec<Versi
     .collect()
 }
 
-/// [`current_and_stored`] on a replica, through prepared statements.
-fn current_and_stored_with(
-    stmts: &mut KeyStatements<'_>,
-    info: &TableInfo,
-    key: &Key,
-) -> SqlResult<(Vec<Version>, usize)> {
-    let versions = stored_with(&mut stmts.stored, info.name, key)?;
-    if !versions.is_empty() {
-        let n = versions.len();
-        return Ok((versions, n));
-    }
-    let row = input_row_with(&mut stmts.input, info, key)?;
-    Ok((genesis_of(info, key, row), 0))
-}
-
 /// Replaces a key's stored versions: `before` are its current ones (the
 /// first `stored_before` of them stored, none when it holds its genesis
 /// version). Versions kept keep their place in the stream; new ones are
@@ -298,37 +290,7 @@ fn current_and_stored_with(
 /// received (which are then not sent back to it).
 #[allow(clippy::too_many_arguments)]
 fn replace(
-    c: &Connection,
-    table: &str,
-    key: &Key,
-    before: &[Version],
-    stored_before: usize,
-    versions: &[Version],
-    seq: Revision,
-    src: Option<(&str, &[Version])>,
-) -> SqlResult<()> {
-    let statements = (
-        &mut c.prepare_cached(DELETE_VERSION)?,
-        &mut c.prepare_cached(INSERT_VERSION)?,
-    );
-    replace_with(
-        c,
-        statements,
-        table,
-        key,
-        before,
-        stored_before,
-        versions,
-        seq,
-        src,
-    )
-}
-
-/// [`replace`] through its delete and insert statements.
-#[allow(clippy::too_many_arguments)]
-fn replace_with(
-    c: &Connection,
-    (delete, insert): (&mut CachedStatement<'_>, &mut CachedStatement<'_>),
+    stmts: &mut KeyStatements<'_>,
     table: &str,
     key: &Key,
     before: &[Version],
@@ -340,7 +302,11 @@ fn replace_with(
     let stored = if stored_before > 0 { before } else { &[] };
     for old in stored {
         if !versions.iter().any(|v| v.event == old.event) {
-            delete.execute(params![table, KeyParam(key), event_bytes(&old.event)])?;
+            prepared(stmts.c, &mut stmts.delete, DELETE_VERSION)?.execute(params![
+                table,
+                KeyParam(key),
+                event_bytes(&old.event)
+            ])?;
         }
     }
     for v in versions {
@@ -349,7 +315,7 @@ fn replace_with(
         }
         let from =
             src.and_then(|(peer, sent)| sent.iter().any(|s| s.event == v.event).then_some(peer));
-        insert.execute(params![
+        prepared(stmts.c, &mut stmts.insert, INSERT_VERSION)?.execute(params![
             table,
             KeyParam(key),
             event_bytes(&v.event),
@@ -359,10 +325,14 @@ fn replace_with(
         ])?;
     }
     if versions.len() > 1 {
-        c.prepare_cached("INSERT OR IGNORE INTO rederive_conflicts VALUES (?1, ?2)")?
+        stmts
+            .c
+            .prepare_cached("INSERT OR IGNORE INTO rederive_conflicts VALUES (?1, ?2)")?
             .execute(params![table, KeyParam(key)])?;
     } else if stored_before > 1 {
-        c.prepare_cached("DELETE FROM rederive_conflicts WHERE tbl = ?1 AND key = ?2")?
+        stmts
+            .c
+            .prepare_cached("DELETE FROM rederive_conflicts WHERE tbl = ?1 AND key = ?2")?
             .execute(params![table, KeyParam(key)])?;
     }
     Ok(())
@@ -407,7 +377,7 @@ pub(super) fn record_puts(
                 let Some(key) = row.get(key_at).and_then(Key::from_value) else {
                     continue; // the row's own write reports the bad key
                 };
-                let (now, stored_before) = current_and_stored_with(&mut stmts, info, &key)?;
+                let (now, stored_before) = current_and_stored(&mut stmts, info, &key, m)?;
                 if now.len() == 1 && now[0].values.as_ref() == Some(row) {
                     continue;
                 }
@@ -418,10 +388,8 @@ pub(super) fn record_puts(
                     event,
                     values: Some(row.clone()),
                 };
-                let statements = (&mut stmts.delete, &mut stmts.insert);
-                replace_with(
-                    c,
-                    statements,
+                replace(
+                    &mut stmts,
                     info.name,
                     &key,
                     &now,
@@ -446,7 +414,8 @@ pub(super) fn record_delete(
     rev: Revision,
 ) -> SqlResult<()> {
     let m = mode(c)?;
-    let (now, stored_before) = current_and_stored(c, info, key, m)?;
+    let mut stmts = KeyStatements::new(c, info)?;
+    let (now, stored_before) = current_and_stored(&mut stmts, info, key, m)?;
     let gone = now.iter().all(|v| v.values.is_none());
     if now.len() <= 1 && gone {
         return Ok(()); // nothing to delete, or deleted already
@@ -464,7 +433,7 @@ pub(super) fn record_delete(
         values: None,
     };
     replace(
-        c,
+        &mut stmts,
         info.name,
         key,
         &now,
@@ -533,7 +502,8 @@ impl Replicas for SqliteStore {
 
     fn versions(&self, info: &TableInfo, key: &Key) -> Result<Vec<Version>> {
         run(|| {
-            let mut v = current(&self.conn, info, key, mode(&self.conn)?)?;
+            let mut stmts = KeyStatements::new(&self.conn, info)?;
+            let (mut v, _) = current_and_stored(&mut stmts, info, key, mode(&self.conn)?)?;
             sort(&mut v);
             Ok(v)
         })
@@ -698,7 +668,7 @@ impl Replicas for SqliteStore {
                 let Some((_, key_stmts, upsert)) = stmts.as_mut() else {
                     continue;
                 };
-                let (now, stored_before) = current_and_stored_with(key_stmts, info, key)?;
+                let (now, stored_before) = current_and_stored(key_stmts, info, key, Mode::Replica)?;
                 let merged = merge(&now, &received);
                 let same = |a: &[Version], b: &[Version]| {
                     a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.event == y.event))
@@ -720,9 +690,8 @@ impl Replicas for SqliteStore {
                 if merged.len() > 1 {
                     applied.conflicts += 1;
                 }
-                replace_with(
-                    &tx,
-                    (&mut key_stmts.delete, &mut key_stmts.insert),
+                replace(
+                    key_stmts,
                     table,
                     key,
                     &now,
