@@ -155,7 +155,9 @@
 pub use rederive_itc as itc;
 pub use rederive_macros::{derive_table, Row};
 /// The PostgreSQL backend (cargo feature `postgres`): linking it in is what
-/// lets [`Db::open`] take `postgres://` URLs.
+/// lets [`Db::open`] take `postgres://` URLs. The feature `postgres-tls`
+/// adds encrypted connections (`?sslmode=verify-full&sslrootcert=...`, as
+/// libpq reads them; see the backend's documentation).
 #[cfg(feature = "postgres")]
 pub use rederive_postgres as postgres;
 pub use rederive_runtime::{

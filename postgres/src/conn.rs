@@ -36,6 +36,8 @@ const ATTEMPTS: u32 = 6;
 pub struct ServerError {
     context: Option<String>,
     source: postgres::Error,
+    /// What to check, after the error itself.
+    hint: Option<&'static str>,
 }
 
 impl ServerError {
@@ -79,6 +81,9 @@ impl fmt::Display for ServerError {
                 if let Some(cause) = std::error::Error::source(&self.source) {
                     write!(f, ": {cause}")?;
                 }
+                if let Some(hint) = self.hint {
+                    write!(f, "; {hint}")?;
+                }
                 Ok(())
             }
         }
@@ -93,7 +98,25 @@ impl std::error::Error for ServerError {
 
 /// A PostgreSQL error as the runtime's [`Error::Storage`].
 pub(crate) fn storage(e: postgres::Error, context: Option<String>) -> Error {
-    Error::Storage(Box::new(ServerError { context, source: e }))
+    Error::Storage(Box::new(ServerError {
+        context,
+        source: e,
+        hint: None,
+    }))
+}
+
+/// The same, with a word on what to check (for the client's own errors,
+/// such as a failed handshake).
+pub(crate) fn storage_with_hint(
+    e: postgres::Error,
+    context: String,
+    hint: Option<&'static str>,
+) -> Error {
+    Error::Storage(Box::new(ServerError {
+        context: Some(context),
+        source: e,
+        hint,
+    }))
 }
 
 /// A storage error of ours (bad input the server never saw).

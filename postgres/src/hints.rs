@@ -41,7 +41,7 @@ const RECONNECT: Duration = Duration::from_secs(1);
 
 /// A new connection listening on [`CHANNEL`].
 fn listening(connector: &PgConnector) -> Result<Client> {
-    let mut client = connect(&connector.config, &connector.location)?;
+    let mut client = connect(&connector.config, &connector.tls, &connector.location)?;
     client
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .map_err(|e| storage(e, Some(format!("cannot LISTEN on {}", connector.location))))?;

@@ -104,12 +104,42 @@
 //!   is being given back or taken over: extending it would be undone),
 //!   and its registration.
 //!
+//! # Encrypted connections
+//!
+//! With the `tls` feature (on by default in this crate; the `rederive`
+//! crate's `postgres-tls` feature), connections are encrypted through
+//! OpenSSL as libpq's connection parameters say: `sslmode` (`disable`,
+//! `allow`, `prefer` (the default), `require`, `verify-ca`,
+//! `verify-full`), `sslrootcert` (a file of authorities' certificates, or
+//! `system`), `sslcert` and `sslkey` (a client certificate), in a URL's
+//! query or among `key=value` words:
+//!
+//! ```no_run
+//! # fn main() -> rederive_runtime::Result<()> {
+//! let store = rederive_postgres::PgStore::open(
+//!     "postgres://me@db.example.com/pipeline?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem",
+//! )?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! As with libpq, `prefer` and `require` encrypt without checking who the
+//! server is, unless a root certificate is given (or
+//! `~/.postgresql/root.crt` exists); `verify-full` checks that the
+//! server's certificate is signed by a trusted authority and names the
+//! host. A certificate that is not accepted, or a server that does not
+//! encrypt when `require` asks it to, fails the connection with an error
+//! that says what to check. Without the feature, a mode that needs
+//! encryption is refused with an error naming the feature, and `prefer`
+//! connects unencrypted.
+//!
 //! # Limits
 //!
-//! Connections are not encrypted (the `postgres` crate without a TLS
-//! connector): reach a remote server over a trusted network, a Unix
-//! socket, or a tunnel. Table and column names are limited to PostgreSQL's
-//! 63 bytes (longer ones are refused rather than cut).
+//! Encrypted client keys (`sslpassword`) and certificate revocation lists
+//! (`sslcrl`) are not supported, nor libpq's environment variables
+//! (`PGSSLMODE`, ...): the `postgres` crate reads none of them. Table and
+//! column names are limited to PostgreSQL's 63 bytes (longer ones are
+//! refused rather than cut).
 //!
 //! [`Clock`]: rederive_runtime::clock::Clock
 //! [`Rows::begin_snapshot`]: rederive_runtime::storage::Rows::begin_snapshot
@@ -124,11 +154,12 @@ mod rows;
 mod schema;
 mod sql;
 pub mod testing;
+mod tls;
 
 pub use conn::ServerError;
 
-use conn::{storage, Begin, Conn, PgResult};
-use postgres::{Client, Config, NoTls};
+use conn::{Begin, Conn, PgResult};
+use postgres::{Client, Config};
 use rederive_runtime::clock::{self, Clock};
 use rederive_runtime::error::{Error, Result};
 use rederive_runtime::storage::url::redact;
@@ -136,6 +167,7 @@ use rederive_runtime::storage::{Backend, Connector, Subscription, UrlBackend};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tls::Tls;
 
 /// The newest layout of rederive's own tables this build reads and writes.
 pub const FORMAT: i64 = 1;
@@ -148,6 +180,7 @@ pub const FORMAT: i64 = 1;
 pub struct PgStore {
     conn: Mutex<Conn>,
     config: Config,
+    tls: Tls,
     location: String,
     clock: Arc<dyn Clock>,
 }
@@ -164,6 +197,7 @@ impl std::fmt::Debug for PgStore {
 #[derive(Clone)]
 pub struct PgConnector {
     config: Config,
+    tls: Tls,
     location: String,
     clock: Arc<dyn Clock>,
 }
@@ -178,7 +212,12 @@ impl std::fmt::Debug for PgConnector {
 
 impl Connector for PgConnector {
     fn connect(&self) -> Result<Box<dyn Backend>> {
-        let store = PgStore::connect(self.config.clone(), &self.location, self.clock.clone())?;
+        let store = PgStore::connect(
+            self.config.clone(),
+            self.tls.clone(),
+            &self.location,
+            self.clock.clone(),
+        )?;
         Ok(Box::new(store))
     }
 
@@ -202,24 +241,29 @@ impl PgStore {
     /// The same, with leases and change times on `clock`.
     pub fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<PgStore> {
         let location = redacted(url);
-        let mut config = Config::from_str(url).map_err(|e| Error::NotADatabase {
+        let not_a_url = |e: String| Error::NotADatabase {
             path: location.clone().into(),
             reason: format!("not a PostgreSQL connection URL ({e})"),
-        })?;
+        };
+        let (rest, tls) = tls::split(url).map_err(not_a_url)?;
+        let mut config = Config::from_str(&rest).map_err(|e| not_a_url(e.to_string()))?;
+        let tls = Tls::new(&tls, &mut config)
+            .map_err(|e| conn::invalid(format!("cannot connect to {location}: {e}")))?;
         if config.get_application_name().is_none() {
             config.application_name("rederive");
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(30));
         }
-        PgStore::connect(config, &location, clock)
+        PgStore::connect(config, tls, &location, clock)
     }
 
-    fn connect(config: Config, location: &str, clock: Arc<dyn Clock>) -> Result<PgStore> {
-        let client = connect(&config, location)?;
+    fn connect(config: Config, tls: Tls, location: &str, clock: Arc<dyn Clock>) -> Result<PgStore> {
+        let client = connect(&config, &tls, location)?;
         let store = PgStore {
             conn: Mutex::new(Conn::new(client)),
             config,
+            tls,
             location: location.to_owned(),
             clock,
         };
@@ -244,12 +288,12 @@ impl PgStore {
                 // inside a transaction): start over on a new one.
                 self.conn.clear_poison();
                 let mut guard = poisoned.into_inner();
-                guard.replace_client(connect(&self.config, &self.location)?);
+                guard.replace_client(connect(&self.config, &self.tls, &self.location)?);
                 guard
             }
         };
         if guard.is_closed() {
-            guard.replace_client(connect(&self.config, &self.location)?);
+            guard.replace_client(connect(&self.config, &self.tls, &self.location)?);
         }
         Ok(guard)
     }
@@ -280,6 +324,7 @@ impl Backend for PgStore {
     fn connector(&self) -> Option<Arc<dyn Connector>> {
         Some(Arc::new(PgConnector {
             config: self.config.clone(),
+            tls: self.tls.clone(),
             location: self.location.clone(),
             clock: self.clock.clone(),
         }))
@@ -291,10 +336,15 @@ impl Backend for PgStore {
 }
 
 /// Opens a connection.
-fn connect(config: &Config, location: &str) -> Result<Client> {
-    config
-        .connect(NoTls)
-        .map_err(|e| storage(e, Some(format!("cannot connect to {location}"))))
+fn connect(config: &Config, tls: &Tls, location: &str) -> Result<Client> {
+    tls.connect(config).map_err(|e| {
+        let mut what = e.to_string();
+        if let Some(cause) = std::error::Error::source(&e) {
+            what = format!("{what}: {cause}");
+        }
+        let hint = tls::hint(&what);
+        conn::storage_with_hint(e, format!("cannot connect to {location}"), hint)
+    })
 }
 
 /// A connection string for messages: without a password, whether in a

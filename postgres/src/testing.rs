@@ -130,6 +130,9 @@ impl StartError {
 pub struct TestServer {
     root: PathBuf,
     port: u16,
+    /// The certificate of the authority that signed the server's, for a
+    /// server that accepts encrypted connections.
+    ca_file: Option<PathBuf>,
     /// The supervisor, and the pipe whose end tells it to stop the server.
     supervisor: Mutex<Option<(Child, ChildStdin)>>,
     /// A connection to the `postgres` database, for creating databases.
@@ -155,7 +158,26 @@ impl TestServer {
     /// the server's log), and when it is not installed and
     /// `REDERIVE_REQUIRE_POSTGRES=1` is set.
     pub fn start() -> Result<TestServer, Skip> {
-        start().map_err(StartError::into_skip)
+        start(false).map_err(StartError::into_skip)
+    }
+
+    /// Starts a new server that also accepts encrypted connections (with
+    /// the `tls` feature): its certificate names `localhost` (not
+    /// `127.0.0.1`), and is signed by a new authority whose certificate is
+    /// [`TestServer::ca_file`]. Unencrypted connections are accepted too.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestServer::start`].
+    #[cfg(feature = "tls")]
+    pub fn start_with_tls() -> Result<TestServer, Skip> {
+        start(true).map_err(StartError::into_skip)
+    }
+
+    /// The certificate (PEM) of the authority that signed the server's,
+    /// for a server started by [`TestServer::start_with_tls`].
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
     }
 
     /// The server shared by every test of this process: started by the
@@ -167,7 +189,7 @@ impl TestServer {
     /// call's message).
     pub fn shared() -> Result<&'static TestServer, Skip> {
         static SHARED: OnceLock<Result<TestServer, String>> = OnceLock::new();
-        let started = SHARED.get_or_init(|| match start() {
+        let started = SHARED.get_or_init(|| match start(false) {
             Ok(server) => Ok(server),
             Err(StartError::NotInstalled) => Err(String::new()),
             Err(StartError::Failed(m)) => Err(m),
@@ -413,7 +435,7 @@ fn free_port() -> Result<u16, StartError> {
         .map_err(|e| StartError::Failed(format!("cannot find a free port: {e}")))
 }
 
-fn start() -> Result<TestServer, StartError> {
+fn start(tls: bool) -> Result<TestServer, StartError> {
     let programs = Programs::find().ok_or(StartError::NotInstalled)?;
     let user = server_user()?;
     let root = new_root()?;
@@ -455,6 +477,7 @@ fn start() -> Result<TestServer, StartError> {
     let mut server = TestServer {
         root: root.clone(),
         port: 0,
+        ca_file: None,
         supervisor: Mutex::new(Some((child, pipe))),
         admin: Mutex::new(None),
         databases: AtomicUsize::new(0),
@@ -496,6 +519,12 @@ fn start() -> Result<TestServer, StartError> {
         .open(data.join("postgresql.conf"))
         .and_then(|mut f| f.write_all(settings.as_bytes()))
         .map_err(|e| StartError::Failed(format!("cannot configure the server: {e}")))?;
+    if tls {
+        #[cfg(feature = "tls")]
+        {
+            server.ca_file = Some(certificates::write(&root, &data, user)?);
+        }
+    }
     let log = root.join("server.log");
     let mut last_error = String::new();
     // A port found free may be taken before the server binds it: try
@@ -552,4 +581,143 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Certificates for a server that accepts encrypted connections.
+#[cfg(feature = "tls")]
+mod certificates {
+    use super::StartError;
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::error::ErrorStack;
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509Name, X509};
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::path::{Path, PathBuf};
+
+    /// A new P-256 key.
+    fn key() -> Result<PKey<Private>, ErrorStack> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+        PKey::from_ec_key(EcKey::generate(&group)?)
+    }
+
+    /// A certificate for `subject`'s key, valid for a day, signed by
+    /// `issuer` (itself when `None`).
+    fn certificate(
+        common_name: &str,
+        key: &PKey<Private>,
+        issuer: Option<(&X509, &PKey<Private>)>,
+    ) -> Result<X509, ErrorStack> {
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, common_name)?;
+        let name = name.build();
+        let mut b = X509::builder()?;
+        b.set_version(2)?;
+        let mut serial = BigNum::new()?;
+        serial.rand(63, MsbOption::MAYBE_ZERO, false)?;
+        let serial = serial.to_asn1_integer()?;
+        b.set_serial_number(&serial)?;
+        b.set_subject_name(&name)?;
+        b.set_pubkey(key)?;
+        b.set_not_before(&*Asn1Time::days_from_now(0)?)?;
+        b.set_not_after(&*Asn1Time::days_from_now(1)?)?;
+        match issuer {
+            None => {
+                b.set_issuer_name(&name)?;
+                b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+                b.append_extension(KeyUsage::new().key_cert_sign().crl_sign().build()?)?;
+                b.sign(key, MessageDigest::sha256())?;
+            }
+            Some((ca, ca_key)) => {
+                b.set_issuer_name(ca.subject_name())?;
+                let san = SubjectAlternativeName::new()
+                    .dns(common_name)
+                    .build(&b.x509v3_context(Some(ca), None))?;
+                b.append_extension(san)?;
+                b.append_extension(BasicConstraints::new().build()?)?;
+                b.sign(ca_key, MessageDigest::sha256())?;
+            }
+        }
+        Ok(b.build())
+    }
+
+    /// A new authority, with its key: for tests that need one the server
+    /// does not trust.
+    pub(super) fn authority(name: &str) -> Result<(X509, PKey<Private>), ErrorStack> {
+        let key = key()?;
+        Ok((certificate(name, &key, None)?, key))
+    }
+
+    /// Writes a new authority's certificate to `root/ca.crt`, and a server
+    /// certificate for `localhost` it signed, with its key, into the data
+    /// directory (owned by the server's user, the key readable by it
+    /// alone, as PostgreSQL demands); turns `ssl` on. Returns the
+    /// authority's file.
+    pub(super) fn write(
+        root: &Path,
+        data: &Path,
+        user: Option<(u32, u32)>,
+    ) -> Result<PathBuf, StartError> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            StartError::Failed(format!("cannot make the test server's {what}: {e}"))
+        };
+        let (ca, ca_key) =
+            authority("rederive test authority").map_err(|e| failed("authority", &e))?;
+        let key = key().map_err(|e| failed("key", &e))?;
+        let cert = certificate("localhost", &key, Some((&ca, &ca_key)))
+            .map_err(|e| failed("certificate", &e))?;
+        let pem = |r: Result<Vec<u8>, ErrorStack>| r.map_err(|e| failed("certificate", &e));
+        let files = [
+            (root.join("ca.crt"), pem(ca.to_pem())?, 0o644, false),
+            (data.join("server.crt"), pem(cert.to_pem())?, 0o644, true),
+            (
+                data.join("server.key"),
+                pem(key.private_key_to_pem_pkcs8())?,
+                0o600,
+                true,
+            ),
+        ];
+        for (path, bytes, mode, server_owns) in &files {
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(*mode)
+                .open(path)
+                .and_then(|mut f| f.write_all(bytes))
+                .map_err(|e| failed(&path.display().to_string(), &e))?;
+            if let (true, Some((uid, gid))) = (server_owns, user) {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(|e| failed(&path.display().to_string(), &e))?;
+            }
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(b"ssl = on\n"))
+            .map_err(|e| failed("settings", &e))?;
+        Ok(files[0].0.clone())
+    }
+}
+
+/// Writes the certificate (PEM) of a new authority, one that signed no
+/// server's certificate, to `path`: for tests of a certificate that must
+/// not be accepted.
+///
+/// # Errors
+///
+/// When the certificate cannot be made or written.
+#[cfg(feature = "tls")]
+pub fn write_unrelated_authority(path: &Path) -> std::io::Result<()> {
+    let (cert, _) = certificates::authority("an unrelated authority")
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    std::fs::write(
+        path,
+        cert.to_pem()
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+    )
 }
