@@ -63,9 +63,11 @@
 //! PostgreSQL aborts for a deadlock or a serialization failure is run
 //! again, a few times, before its error is returned.
 //!
-//! Time comes from the store's [`Clock`], never from the server's `now()`:
-//! leases expire when the workers' clock says so (tests move a manual
-//! clock).
+//! Time comes from the store's [`Clock`], never from the server's `now()`
+//! inside a statement (tests move a manual clock). A store opened by URL
+//! ([`PgStore::open`]) reads its machine's clock moved by the difference to
+//! the server's, measured as it connects, so that workers on machines
+//! whose clocks disagree agree on when a lease expires.
 //!
 //! # Claims
 //!
@@ -152,6 +154,7 @@ mod progress;
 mod reads;
 mod rows;
 mod schema;
+mod server_clock;
 mod sql;
 pub mod testing;
 mod tls;
@@ -160,10 +163,11 @@ pub use conn::ServerError;
 
 use conn::{Begin, Conn, PgResult};
 use postgres::{Client, Config};
-use rederive_runtime::clock::{self, Clock};
+use rederive_runtime::clock::Clock;
 use rederive_runtime::error::{Error, Result};
 use rederive_runtime::storage::url::redact;
 use rederive_runtime::storage::{Backend, Connector, Subscription, UrlBackend};
+use server_clock::ServerClock;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -234,11 +238,23 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`,
     /// or anything else the `postgres` crate's connection strings accept)
     /// and creates rederive's own tables if they are missing.
+    ///
+    /// Time, for leases and change times, is the server's: this machine's
+    /// clock moved by the difference to the server's, measured now, so
+    /// that workers on machines whose clocks disagree agree on when a
+    /// lease expires.
     pub fn open(url: &str) -> Result<PgStore> {
-        PgStore::open_with_clock(url, clock::system())
+        let clock = Arc::new(ServerClock::default());
+        let store = PgStore::open_with_clock(url, clock.clone())?;
+        {
+            let mut conn = store.lock()?;
+            clock.measure(&mut conn)?;
+        }
+        Ok(store)
     }
 
-    /// The same, with leases and change times on `clock`.
+    /// The same, with leases and change times on `clock` (the server's
+    /// clock is not consulted).
     pub fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<PgStore> {
         let location = redacted(url);
         let not_a_url = |e: String| Error::NotADatabase {

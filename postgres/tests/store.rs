@@ -651,3 +651,33 @@ fn hints_of_writes_reach_subscribers_and_survive_a_lost_listener() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A store opened by URL keeps time on the server's clock: a lease's end
+/// is the server's time plus its length, within the measure's error (here
+/// the server runs on this machine: the unit tests of the offset show it
+/// follows a server whose clock is far off).
+#[test]
+fn leases_are_timed_on_the_servers_clock() {
+    let Some(url) = database_or_skip("leases_on_server_time") else {
+        return;
+    };
+    let store = PgStore::open(&url).unwrap();
+    store.register_worker("w", TTL).unwrap();
+    store
+        .claim("T", &[&Key::Int(1)], "w", "o", TTL, ClaimMode::Rows)
+        .unwrap();
+    let mut admin = admin(&url);
+    let left: i64 = admin
+        .query_one(
+            "SELECT expires_ms - (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+             FROM rederive_leases",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let ttl = TTL.as_millis() as i64;
+    assert!(
+        (ttl - 5_000..=ttl).contains(&left),
+        "{left} ms left of {ttl}"
+    );
+}
