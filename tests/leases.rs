@@ -31,6 +31,8 @@ pub struct Stamp {
 static NEXT_CALL: AtomicI64 = AtomicI64::new(1);
 /// Calls of `stamp` per key (reset by each test).
 static CALLS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+/// Calls of `stamp` on a build's scanning thread: rows computed ahead.
+static AHEAD_CALLS: AtomicI64 = AtomicI64::new(0);
 /// The next call of `stamp` waits at the gate.
 static ARMED: AtomicBool = AtomicBool::new(false);
 /// The number of the call waiting at the gate (0: none yet).
@@ -46,6 +48,9 @@ const GATE_LIMIT: Duration = Duration::from_secs(20);
 #[derive_table]
 fn stamp(t: &Task) -> Stamp {
     let call = NEXT_CALL.fetch_add(1, Ordering::SeqCst);
+    if std::thread::current().name() == Some("rederive-scan") {
+        AHEAD_CALLS.fetch_add(1, Ordering::SeqCst);
+    }
     *CALLS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -82,6 +87,7 @@ impl Setup {
         RELEASE.store(false, Ordering::SeqCst);
         HELD_CALL.store(0, Ordering::SeqCst);
         CALLS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        AHEAD_CALLS.store(0, Ordering::SeqCst);
         Setup {
             _serial: serial,
             dir: tempfile::tempdir().unwrap(),
@@ -500,6 +506,10 @@ fn rows_computed_ahead_are_computed_once_when_a_worker_shows_up() -> rederive::R
     let twice: Vec<_> = calls.iter().filter(|(_, c)| **c != 1).collect();
     assert!(twice.is_empty(), "computed more than once: {twice:?}");
     assert_eq!(calls.len(), n);
+    // The build did compute ahead (the case this test is for), and did not
+    // compute every row there.
+    let ahead = AHEAD_CALLS.load(Ordering::SeqCst);
+    assert!(ahead > 0 && ahead < n as i64, "{ahead} rows computed ahead");
     for db in [&builder, &newcomer] {
         assert_eq!(db.refresh()?.calls(), 0);
         assert_eq!(db.get::<Stamp>("k12345")?.n, 12345);
