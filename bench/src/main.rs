@@ -490,6 +490,16 @@ fn main() {
         pg::claims(&rederive::postgres::testing::TestServer::start().unwrap());
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--pg-scaling") {
+        // The scaling figure alone, RUNS times (default 3): it is the
+        // noisiest.
+        let runs = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3);
+        match rederive::postgres::testing::TestServer::start() {
+            Ok(server) => (0..runs).for_each(|_| pg::scaling(&server)),
+            Err(skip) => println!("skipped: {skip}"),
+        }
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--pg") {
         pg::run(&dir);
         let _ = std::fs::remove_dir_all(&dir);
