@@ -178,8 +178,16 @@ fn wait_all(workers: Vec<Child>) {
 /// The body of a worker process: refreshes until nothing is left that no
 /// other worker holds.
 pub fn worker(url: &str, threads: Option<usize>) {
+    let opening = Instant::now();
     let db = Db::open(url).expect("open");
     let verbose = std::env::var_os("BENCH_VERBOSE").is_some();
+    if verbose {
+        eprintln!(
+            "  worker {} opened in {:.2?}",
+            std::process::id(),
+            opening.elapsed()
+        );
+    }
     let started = Instant::now();
     let work = || loop {
         let r = db.refresh().expect("refresh");
@@ -193,6 +201,14 @@ pub fn worker(url: &str, threads: Option<usize>) {
             );
         }
         if r.skipped == 0 && r.calls() == 0 {
+            if verbose {
+                eprintln!(
+                    "  worker {} done: {:.2?} of CPU in {:.2?}",
+                    std::process::id(),
+                    crate::cpu_time(),
+                    started.elapsed()
+                );
+            }
             return;
         }
         if r.skipped > 0 {
