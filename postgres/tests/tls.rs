@@ -28,27 +28,31 @@ fn encrypted(admin: &mut postgres::Client, database: &str, application_name: &st
     rows[0].get(0)
 }
 
-fn server_or_skip(test: &str) -> Option<TestServer> {
-    match TestServer::start_with_tls() {
-        Ok(server) => Some(server),
+/// A new server that encrypts (or `None` after reporting that `test`
+/// skipped), a new database on it: the server, the database's URL and name,
+/// and the file of the authority that signed the server's certificate.
+fn encrypting_server(test: &str) -> Option<(TestServer, String, String, String)> {
+    let server = match TestServer::start_with_tls() {
+        Ok(server) => server,
         Err(skip) => {
             skip.report(test);
-            None
+            return None;
         }
-    }
-}
-
-#[test]
-fn sslmodes_encrypt_and_check_certificates_as_libpq_does() {
-    let Some(server) = server_or_skip("sslmodes_encrypt") else {
-        return;
     };
-    let url = server.new_database("tls").unwrap();
+    let url = server.new_database(test).unwrap();
     let database = url.rsplit('/').next().unwrap().to_owned();
     let ca = server
         .ca_file()
         .expect("a server with TLS has an authority");
-    let ca = ca.display();
+    let ca = ca.display().to_string();
+    Some((server, url, database, ca))
+}
+
+#[test]
+fn sslmodes_encrypt_and_check_certificates_as_libpq_does() {
+    let Some((server, _, database, ca)) = encrypting_server("tls") else {
+        return;
+    };
     let port = server.port();
     let mut admin = postgres::Client::connect(&server.url(), postgres::NoTls).unwrap();
     let at =
@@ -177,12 +181,9 @@ fn len(_: &Ctx<'_>, inputs: Vec<Vec<Value>>) -> Result<Vec<Value>, String> {
 /// connection of `watch`, all encrypted.
 #[test]
 fn an_encrypted_database_runs_the_engine_and_its_listener() {
-    let Some(server) = server_or_skip("encrypted_engine") else {
+    let Some((server, url, database, ca)) = encrypting_server("tls_engine") else {
         return;
     };
-    let url = server.new_database("tls_engine").unwrap();
-    let database = url.rsplit('/').next().unwrap().to_owned();
-    let ca = server.ca_file().unwrap().display().to_string();
     let url = format!(
         "{}?sslmode=verify-full&sslrootcert={ca}",
         url.replace("127.0.0.1", "localhost")

@@ -35,13 +35,6 @@ pub(crate) struct Executed {
 /// rows are claimed a few at a time, fast ones a whole batch at once.
 pub(crate) const CLAIM_SLICE: Duration = Duration::from_millis(250);
 
-/// How long the first slice of a batch claimed with the whole table (by a
-/// worker that is alone) lasts; each next one twice as long, up to
-/// [`CLAIM_SLICE`]. A worker that starts meanwhile waits for the table
-/// until the slice ends: a batch's first slices are short, so that
-/// workers started together soon share its rows.
-const FIRST_TABLE_SLICE: Duration = Duration::from_millis(20);
-
 /// How long a lease lasts unless extended.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
@@ -201,9 +194,8 @@ impl Db {
             report: TableReport::default(),
             stopped: Vec::new(),
         };
-        for nth in 0u32.. {
-            let len = self.slice_len(id, rest.len(), nth);
-            let slice: Vec<_> = rest.by_ref().take(len).collect();
+        loop {
+            let slice: Vec<_> = rest.by_ref().take(self.slice_len(id)).collect();
             if slice.is_empty() {
                 return Ok(out);
             }
@@ -217,40 +209,19 @@ impl Db {
             out.report.add(&done.report);
             out.stopped.extend(done.stopped);
         }
-        unreachable!("a batch has fewer slices than u32::MAX")
     }
 
-    /// How many rows of a batch to claim at once (the `nth` slice of the
-    /// batch): what this worker's threads compute in about [`CLAIM_SLICE`],
-    /// from what rows of the table took lately; one per thread until that
-    /// is known.
-    ///
-    /// A worker that is alone claims the whole table for a slice: its first
-    /// slices are shorter (see [`FIRST_TABLE_SLICE`]). While other workers
-    /// share the table, slices shrink with what is left of the batch
-    /// (`remaining` rows, some of which the others may hold already), to an
-    /// eighth of it, down to what the threads compute in
-    /// [`FIRST_TABLE_SLICE`]: the workers then finish together, where equal
-    /// slices would leave one idle while another computes its last slice
-    /// (guided scheduling).
-    fn slice_len(&self, id: TableId, remaining: usize, nth: u32) -> usize {
+    /// How many rows of a batch to claim at once: what this worker's threads
+    /// compute in about [`CLAIM_SLICE`], from what rows of the table took
+    /// lately; one per thread until that is known.
+    fn slice_len(&self, id: TableId) -> usize {
         let threads = rayon::current_num_threads().max(1);
         let ns = self.row_cost_ns[id.index()].load(Ordering::Relaxed);
         if ns == 0 {
             return threads;
         }
-        let alone = self.alone.load(Ordering::Relaxed);
-        let target = match alone {
-            true => CLAIM_SLICE.min(FIRST_TABLE_SLICE.saturating_mul(1 << nth.min(16))),
-            false => CLAIM_SLICE,
-        };
-        let rows_in =
-            |d: Duration| ((d.as_nanos() as u64 / ns).max(1) as usize).saturating_mul(threads);
-        let by_time = rows_in(target);
-        match alone {
-            true => by_time,
-            false => by_time.min((remaining / 8).max(rows_in(FIRST_TABLE_SLICE))),
-        }
+        let per_thread = (CLAIM_SLICE.as_nanos() as u64 / ns).max(1) as usize;
+        per_thread.saturating_mul(threads)
     }
 
     /// Folds a slice's time per row into the table's running estimate.
