@@ -149,17 +149,23 @@ fn build(path: &Path, n: usize) -> Db {
 /// empty PostgreSQL database).
 fn build_on(location: impl AsRef<Path>, n: usize) -> Db {
     let db = Db::open(location).expect("open");
+    put_items(&db, n, 0);
+    db
+}
+
+/// Writes the items `0..n` (each `v` is `v0` plus its id), `PUT_BATCH`
+/// rows a write.
+fn put_items(db: &Db, n: usize, v0: i64) {
     let mut start = 0;
     while start < n {
         let end = (start + PUT_BATCH).min(n);
         db.put_all((start..end).map(|i| Item {
             id: i as i64,
-            v: i as i64,
+            v: v0 + i as i64,
         }))
         .expect("put");
         start = end;
     }
-    db
 }
 
 /// The median and the slowest.

@@ -2,7 +2,7 @@
 //! bytes per changed row, rows applied per second, and the clocks' size
 //! under churn.
 
-use crate::{median, Item, PUT_BATCH};
+use crate::{median, put_items, Item};
 use rederive::itc::Stamp;
 use rederive::replica::net::encode_apply_request;
 use rederive::replica::version::{event_bytes, merge, next_event, Version};
@@ -26,21 +26,11 @@ fn pair(dir: &Path, n: usize) -> (Db, Db) {
         let _ = std::fs::remove_file(p);
     }
     let a = Db::open(&a_path).unwrap();
-    let mut start = 0;
-    while start < n {
-        let end = (start + PUT_BATCH).min(n);
-        a.put_all(items(start..end, 0)).unwrap();
-        start = end;
-    }
+    put_items(&a, n, 0);
     let b = a.fork_replica(&b_path).unwrap();
     // Every row written on the first replica after the fork: every row
     // has a version of its own (the worst case for the sync's bookkeeping).
-    let mut start = 0;
-    while start < n {
-        let end = (start + PUT_BATCH).min(n);
-        a.put_all(items(start..end, 1)).unwrap();
-        start = end;
-    }
+    put_items(&a, n, 1);
     b.sync_with(&a).unwrap();
     (a, b)
 }
@@ -235,12 +225,7 @@ pub fn put_on_replica(dir: &Path, n: usize) -> (Duration, Duration) {
     let plain = Db::open(&plain_path).unwrap();
     let write = |db: &Db| {
         let t = Instant::now();
-        let mut start = 0;
-        while start < n {
-            let end = (start + PUT_BATCH).min(n);
-            db.put_all(items(start..end, 0)).unwrap();
-            start = end;
-        }
+        put_items(db, n, 0);
         t.elapsed()
     };
     let put = write(&a);
@@ -283,23 +268,13 @@ pub fn run(dir: &Path) {
     a.put(Item { id: -1, v: 0 }).unwrap();
     let b = a.fork_replica(&b_path).unwrap();
     let t = Instant::now();
-    let mut start = 0;
-    while start < n {
-        let end = (start + PUT_BATCH).min(n);
-        a.put_all(items(start..end, 0)).unwrap();
-        start = end;
-    }
+    put_items(&a, n, 0);
     let put = t.elapsed();
     let plain_path = dir.join("apply-plain.db");
     let _ = std::fs::remove_file(&plain_path);
     let plain = Db::open(&plain_path).unwrap();
     let t = Instant::now();
-    let mut start = 0;
-    while start < n {
-        let end = (start + PUT_BATCH).min(n);
-        plain.put_all(items(start..end, 0)).unwrap();
-        start = end;
-    }
+    put_items(&plain, n, 0);
     let put_plain = t.elapsed();
     let t = Instant::now();
     let r = b.sync_with(&a).unwrap();
