@@ -98,22 +98,18 @@ impl std::error::Error for ServerError {
 
 /// A PostgreSQL error as the runtime's [`Error::Storage`].
 pub(crate) fn storage(e: postgres::Error, context: Option<String>) -> Error {
-    Error::Storage(Box::new(ServerError {
-        context,
-        source: e,
-        hint: None,
-    }))
+    storage_with_hint(e, context, None)
 }
 
 /// The same, with a word on what to check (for the client's own errors,
 /// such as a failed handshake).
 pub(crate) fn storage_with_hint(
     e: postgres::Error,
-    context: String,
+    context: Option<String>,
     hint: Option<&'static str>,
 ) -> Error {
     Error::Storage(Box::new(ServerError {
-        context: Some(context),
+        context,
         source: e,
         hint,
     }))

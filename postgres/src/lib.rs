@@ -359,7 +359,7 @@ fn connect(config: &Config, tls: &Tls, location: &str) -> Result<Client> {
             what = format!("{what}: {cause}");
         }
         let hint = tls::hint(&what);
-        conn::storage_with_hint(e, format!("cannot connect to {location}"), hint)
+        conn::storage_with_hint(e, Some(format!("cannot connect to {location}")), hint)
     })
 }
 

@@ -7,7 +7,7 @@
 //! every lease as soon as it was made. So a store opened with
 //! [`PgStore::open`](crate::PgStore::open) reads time as its machine's
 //! clock plus the difference to the server's clock, measured when it
-//! connects (the round trip with the least delay of a few, halved). All
+//! connects (the middle of the quickest of three round trips). All
 //! workers then share the server's time, to within a few milliseconds of
 //! network delay, whatever their own clocks say; `settle` windows, which
 //! compare change times written by one worker with another's clock, too.
@@ -52,8 +52,10 @@ impl Clock for ServerClock {
     }
 }
 
-/// How many round trips a measure takes: the quickest one counts.
-const SAMPLES: usize = 5;
+/// How many round trips a measure takes: the quickest one counts. Few,
+/// since every open pays them, and leases last seconds: an error of half a
+/// round trip does not matter.
+const SAMPLES: usize = 3;
 
 /// The server's clock minus this machine's, from `server_ms` (the server's
 /// time in milliseconds, one round trip each): each sample sets the
