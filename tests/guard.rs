@@ -148,9 +148,13 @@ fn fencing(other_worker_first: bool) -> rederive::Result<()> {
             name: "k".into(),
             value: 5,
         })?;
-        // The slow worker holds the row: the fast one leaves it alone.
-        let r = fast.refresh()?;
-        assert_eq!((r.computed, r.skipped), (0, 1), "{r:?}");
+        // The slow worker holds the row: the fast one waits for it.
+        let waiting = scope.spawn(|| fast.refresh());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !waiting.is_finished(),
+            "a refresh returned while another worker held a stale row"
+        );
         let status = fast.status()?;
         let doubled = status.iter().find(|s| s.table == "Doubled").unwrap();
         assert_eq!(doubled.running, 1);
@@ -169,8 +173,8 @@ fn fencing(other_worker_first: bool) -> rederive::Result<()> {
             .unwrap();
         conn.execute("UPDATE rederive_table_leases SET expires_ms = 0", [])
             .unwrap();
-        let r = fast.refresh()?;
-        assert_eq!(r.computed, 1, "{r:?}");
+        let r = waiting.join().expect("refresh thread panicked")?;
+        assert_eq!((r.computed, r.skipped), (1, 1), "{r:?}");
 
         RELEASE.store(true, Ordering::SeqCst);
         let old_report = old.join().expect("refresh thread panicked")?;

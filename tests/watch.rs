@@ -146,6 +146,7 @@ fn watch_notices_other_processes_and_declared_files() {
                         format!("refreshed {cause}: {report}")
                     }
                     WatchEvent::FilesChanged(files) => format!("files {files:?}"),
+                    other => format!("{other:?}"),
                 };
                 let _ = tx.send(text);
             })
@@ -204,6 +205,7 @@ fn spawn_watch(
             let text = match e {
                 WatchEvent::Refreshed { cause, report } => format!("refreshed {cause}: {report}"),
                 WatchEvent::FilesChanged(files) => format!("files {files:?}"),
+                other => format!("{other:?}"),
             };
             let _ = tx.send(text);
         })

@@ -16,7 +16,8 @@ pub struct Job {
     #[row(key)]
     pub id: i64,
     pub n: i64,
-    /// Microseconds of work per call.
+    /// Microseconds of work per call (spinning), or of sleep when
+    /// negative.
     pub cost_us: i64,
 }
 
@@ -41,7 +42,10 @@ fn work(job: &Job) -> Done {
         .unwrap_or_else(|e| e.into_inner())
         .entry(job.id)
         .or_default() += 1;
-    let until = Instant::now() + Duration::from_micros(job.cost_us as u64);
+    if job.cost_us < 0 {
+        std::thread::sleep(Duration::from_micros(job.cost_us.unsigned_abs()));
+    }
+    let until = Instant::now() + Duration::from_micros(job.cost_us.max(0) as u64);
     while Instant::now() < until {
         std::hint::spin_loop();
     }
@@ -70,20 +74,25 @@ fn setup(db_path: &str, dir: &Path, rows: i64, cost_us: i64) -> std::path::PathB
 }
 
 fn spawn_worker(db: &str, calls: &Path, ttl_ms: u64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "worker_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("WORKER_DB", db)
-        .env("CALLS_DB", calls)
-        .env("WORKER_TTL_MS", ttl_ms.to_string())
+    worker_command(db, calls, ttl_ms)
         .spawn()
         .expect("spawn worker")
+}
+
+fn worker_command(db: &str, calls: &Path, ttl_ms: u64) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "worker_process",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env("WORKER_DB", db)
+    .env("CALLS_DB", calls)
+    .env("WORKER_TTL_MS", ttl_ms.to_string());
+    cmd
 }
 
 /// The body of a worker process (run by the tests below, not on its own).
@@ -99,7 +108,13 @@ fn worker_process() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(30_000);
     db.set_lease_ttl(Duration::from_millis(ttl));
-    refresh_until_done(&db);
+    if std::env::var_os("WORKER_ONCE").is_some() {
+        // One refresh, as a user's worker calls it: it must leave nothing
+        // undone, whatever the other workers do.
+        db.refresh().expect("refresh");
+    } else {
+        refresh_until_done(&db);
+    }
 }
 
 fn calls_per_id(calls: &Path) -> Vec<(i64, i64)> {
@@ -294,4 +309,52 @@ fn a_killed_worker_loses_less_than_a_second_of_work() {
         twice < one_second,
         "{twice} rows computed twice; one second of work is {one_second} rows"
     );
+}
+
+/// Three workers started at the same moment on a fresh database, each
+/// calling `refresh()` once: when all three have returned, every row was
+/// computed (by one of them), and no fourth refresh finds anything to do.
+fn three_at_once_each_refreshing_once(db_path: &str, dir: &Path) {
+    let rows = 3000;
+    let calls = setup(db_path, dir, rows, -2_000);
+    let mut workers: Vec<Child> = (0..3)
+        .map(|_| {
+            worker_command(db_path, &calls, 2_000)
+                .env("WORKER_ONCE", "1")
+                .spawn()
+                .expect("spawn worker")
+        })
+        .collect();
+    for w in &mut workers {
+        assert!(w.wait().unwrap().success(), "a worker failed");
+    }
+    let per_id = calls_per_id(&calls);
+    let db = Db::open(db_path).unwrap();
+    let status = db.status().unwrap();
+    let done = status.iter().find(|t| t.table == "Done").unwrap();
+    assert_eq!(
+        (per_id.len() as i64, done.missing, done.stale),
+        (rows, 0, 0),
+        "rows never computed by any of the three workers"
+    );
+    assert_eq!(
+        db.refresh().unwrap().calls(),
+        0,
+        "a fourth refresh had work"
+    );
+}
+
+#[test]
+fn three_workers_at_once_leave_nothing_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    three_at_once_each_refreshing_once(&location(dir.path(), None), dir.path());
+}
+
+#[test]
+fn three_workers_at_once_leave_nothing_undone_on_postgres() {
+    let Some(url) = postgres_db("three_at_once") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    three_at_once_each_refreshing_once(&location(dir.path(), Some(url)), dir.path());
 }

@@ -111,17 +111,26 @@ fn claim_table(c: &mut Conn, who: &Claimant<'_>, rows: usize) -> PgResult<bool> 
         now,
         until,
     } = *who;
+    let others_live = |c: &mut Conn| -> PgResult<bool> {
+        Ok(c.query_one(
+            "SELECT EXISTS(SELECT 1 FROM rederive_workers WHERE worker <> $1 AND expires_ms >= $2)",
+            &[&worker, &now],
+        )?
+        .try_get(0)?)
+    };
+    // Asked first without the lock: a worker among others takes no
+    // exclusive lock, which would refuse every row claim of the table
+    // made meanwhile (rows that no one then computes, but for the
+    // refresh that waits for them).
+    if others_live(c)? {
+        return Ok(false);
+    }
     if !try_table_lock(c, table, true)? {
         // Another claim of this table is in progress: not alone.
         return Ok(false);
     }
-    let others: bool = c
-        .query_one(
-            "SELECT EXISTS(SELECT 1 FROM rederive_workers WHERE worker <> $1 AND expires_ms >= $2)",
-            &[&worker, &now],
-        )?
-        .try_get(0)?;
-    if others {
+    // Again under the lock: a worker may have registered meanwhile.
+    if others_live(c)? {
         return Ok(false);
     }
     // Other owners' row leases: all must be expired, and free to take

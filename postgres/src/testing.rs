@@ -258,6 +258,39 @@ impl TestServer {
         Ok(self.database_url(&name))
     }
 
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m
+    /// immediate`: every connection cut, no checkpoint; the server
+    /// recovers from its WAL at the next start), leaves it down for
+    /// `down`, and starts it again with the same data on the same port.
+    /// Returns the error (with the server's log) when it does not come
+    /// back.
+    pub fn restart_immediately(&self, down: std::time::Duration) -> Result<(), String> {
+        let programs = Programs::find().ok_or(NOT_INSTALLED)?;
+        let user = server_user().map_err(|e| format!("{e:?}"))?;
+        *self.admin.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let data = self.root.join("data");
+        let mut stop = command(&programs.pg_ctl, user, &self.root);
+        stop.arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "-t", "60", "stop"]);
+        run(stop, "pg_ctl stop").map_err(|e| format!("{e:?}"))?;
+        std::thread::sleep(down);
+        let log = self.root.join("server.log");
+        let mut start = command(&programs.pg_ctl, user, &self.root);
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-p {}", self.port))
+            .arg("start")
+            .process_group(0);
+        run(start, "pg_ctl start")
+            .map_err(|e| format!("{e:?}; the server's log:\n{}", tail(&log)))?;
+        wait_until_ready(&self.url()).map_err(|e| format!("{e}; the server's log:\n{}", tail(&log)))
+    }
+
     /// Stops the server and removes its directory, now.
     fn stop(&self) {
         *self.admin.lock().unwrap_or_else(|e| e.into_inner()) = None;

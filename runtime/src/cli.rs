@@ -326,13 +326,13 @@ fn execute(cli: &Cli, path: &Path) -> Result<i32, Error> {
         Command::Refresh => {
             let db = open(path, Access::Create)?;
             let bars = !cli.json && std::io::stdout().is_terminal();
-            let report = until_none_held(|| {
-                if bars {
-                    refresh_with_bars(&db)
-                } else {
-                    db.refresh()
-                }
-            })?;
+            // A refresh beside other workers waits for the rows they hold
+            // (taking them over if their worker dies).
+            let report = if bars {
+                refresh_with_bars(&db)?
+            } else {
+                db.refresh()?
+            };
             if cli.json {
                 print_pretty(&report);
             } else {
@@ -671,32 +671,6 @@ fn table_line(r: &TableReport) -> String {
         s.push_str(&format!(", {} skipped", r.skipped));
     }
     s
-}
-
-/// Runs refresh passes until one finds no row held by another worker: a
-/// worker started beside others (on this machine or another) takes its
-/// share as rows come free, waits for the rows others compute (taking them
-/// over if their worker dies), and returns when the work is done. The
-/// report sums the passes; `skipped` and `settling` are the last pass's.
-fn until_none_held(
-    mut pass: impl FnMut() -> Result<crate::staleness::Report, Error>,
-) -> Result<crate::staleness::Report, Error> {
-    let mut total = pass()?;
-    while total.skipped > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let next = pass()?;
-        // Rows held, and rows waiting to settle, are counted anew.
-        total.skipped = 0;
-        total.settling = 0;
-        for r in total.tables.values_mut() {
-            r.skipped = 0;
-            r.settling = 0;
-        }
-        for (table, r) in next.tables {
-            total.record(&table, r);
-        }
-    }
-    Ok(total)
 }
 
 fn refresh_with_bars(db: &Db) -> Result<crate::staleness::Report, Error> {

@@ -24,11 +24,108 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What a batch did: its report, and the rows whose computation stopped
-/// (given back, not written).
+/// What a batch did: its report, the rows whose computation stopped
+/// (given back, not written), and the rows left to other workers.
 pub(crate) struct Executed {
     pub report: TableReport,
     pub stopped: Vec<Stopped>,
+    /// Rows not done here: another worker held them at the claim, or the
+    /// write found a newer result or this worker's lease taken over. The
+    /// caller looks at them again until they are done, by whoever holds
+    /// them or, once their lease expires, by this worker.
+    pub held: HeldRows,
+}
+
+/// Rows left to other workers (see [`Executed::held`]), to look at again.
+#[derive(Default)]
+pub(crate) struct HeldRows {
+    /// Each row, with its plan when it was never claimed (`None`: plan it
+    /// again).
+    rows: Vec<(Key, Option<Work>)>,
+    /// A revision at or before the one at which those plans were read.
+    seen: Option<Revision>,
+}
+
+impl HeldRows {
+    /// A row planned (as `mode` says) whose claim was refused.
+    pub(crate) fn push_planned(&mut self, key: Key, work: Work, mode: Mode) {
+        let read_at = mode.read_at();
+        self.seen = Some(self.seen.map_or(read_at, |s| s.min(read_at)));
+        self.rows.push((key, Some(work)));
+    }
+
+    /// A row to plan again.
+    pub(crate) fn push_key(&mut self, key: Key) {
+        self.rows.push((key, None));
+    }
+
+    pub(crate) fn extend(&mut self, other: HeldRows) {
+        if let Some(seen) = other.seen {
+            self.seen = Some(self.seen.map_or(seen, |s| s.min(seen)));
+        }
+        self.rows.extend(other.rows);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// How many rows.
+    pub(crate) fn count(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The rows, and a mode under which their plans may be executed:
+    /// planned at a revision no later than every plan's (so that the
+    /// claim plans again whatever a write since may have changed).
+    /// A row held twice (planned by a build page, then by the walk of the
+    /// changes made during the build) is taken once: a batch that claims
+    /// a key twice would compute it twice.
+    pub(crate) fn take(&mut self) -> (Vec<(Key, Option<Work>)>, Mode) {
+        let seen = self.seen.take().unwrap_or(Revision::ZERO);
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.dedup_by(|a, b| a.0 == b.0);
+        (rows, Mode::Refresh { seen })
+    }
+}
+
+/// Leases a worker failed to give back (its connection was lost): the
+/// heartbeat gives them back once the database answers again, so that
+/// other workers need not wait for them to expire (and the heartbeat does
+/// not keep them alive meanwhile).
+#[derive(Default)]
+pub(crate) struct Orphans {
+    leases: std::sync::Mutex<Vec<Orphan>>,
+}
+
+/// A table's leases to give back: the table lease, or rows.
+struct Orphan {
+    table: String,
+    fence: Fence,
+    keys: Vec<Key>,
+}
+
+impl Orphans {
+    fn push(&self, table: &str, fence: &Fence, keys: Vec<Key>) {
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Orphan {
+                table: table.to_owned(),
+                fence: fence.clone(),
+                keys,
+            });
+    }
+
+    /// Gives back what it can through `store`; keeps the rest.
+    fn give_back(&self, store: &dyn Backend) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.retain(|o| {
+            let keys: Vec<&Key> = o.keys.iter().collect();
+            store.release(&o.table, &o.fence, &keys).is_err()
+        });
+    }
 }
 
 /// About how long a worker's threads compute the rows of one claim: slow
@@ -127,11 +224,13 @@ pub(crate) fn new_worker_id(now_ms: i64) -> String {
 }
 
 /// Starts a thread that extends `worker`'s leases every third of the TTL,
-/// through its own connection to the database.
+/// through its own connection to the database, after giving back the
+/// `orphans` it can.
 pub(crate) fn start_heartbeat(
     connection: Box<dyn Backend>,
     worker: String,
     ttl: Arc<AtomicI64>,
+    orphans: Arc<Orphans>,
 ) -> Option<Heartbeat> {
     let stopping = Arc::new(AtomicBool::new(false));
     let flag = stopping.clone();
@@ -143,6 +242,7 @@ pub(crate) fn start_heartbeat(
                 std::thread::sleep(Duration::from_millis(20));
                 let ttl_ms = ttl.load(Ordering::Relaxed).max(1);
                 if last.elapsed() >= Duration::from_millis((ttl_ms / 3).max(1) as u64) {
+                    orphans.give_back(&*connection);
                     let _ = connection.heartbeat(&worker, Duration::from_millis(ttl_ms as u64));
                     last = std::time::Instant::now();
                 }
@@ -193,6 +293,7 @@ impl Db {
         let mut out = Executed {
             report: TableReport::default(),
             stopped: Vec::new(),
+            held: HeldRows::default(),
         };
         loop {
             let slice: Vec<_> = rest.by_ref().take(self.slice_len(id)).collect();
@@ -208,6 +309,7 @@ impl Db {
             }
             out.report.add(&done.report);
             out.stopped.extend(done.stopped);
+            out.held.extend(done.held);
         }
     }
 
@@ -250,15 +352,27 @@ impl Db {
     ) -> Result<Executed> {
         let mut report = TableReport::default();
         let mut stopped = Vec::new();
+        let mut held = HeldRows::default();
+        let name = self.graph().table(id).info.name;
         let (batch, fence, read_at) = if self.leasing.load(Ordering::Relaxed) {
-            self.claim_batch(id, batch, mode, &mut report)?
+            self.claim_batch(id, batch, mode, &mut report, &mut held)?
         } else {
             (batch, Fence::Unfenced, mode.read_at())
         };
         self.alone
             .store(!matches!(fence, Fence::Rows { .. }), Ordering::Relaxed);
+        // The rows claimed, to give back should the batch fail.
+        let claimed: Vec<Key> = match fence {
+            Fence::Rows { .. } => batch.iter().map(|(k, _)| k.clone()).collect(),
+            _ => Vec::new(),
+        };
         let Some(node) = self.graph().producer(id) else {
-            return Ok(Executed { report, stopped });
+            let _ = self.give_back(name, &fence, claimed);
+            return Ok(Executed {
+                report,
+                stopped,
+                held,
+            });
         };
         let env = Env {
             db: self,
@@ -267,14 +381,46 @@ impl Db {
             node,
             stack,
         };
-        let done =
-            self.compute_and_write(env, batch, mode, &fence, read_at, &mut report, &mut stopped);
-        if matches!(fence, Fence::Table { .. }) {
+        let done = self.compute_and_write(
+            env,
+            batch,
+            mode,
+            &fence,
+            read_at,
+            &mut report,
+            &mut stopped,
+            &mut held,
+        );
+        let released = match (&done, &fence) {
             // The batch is over (written, or abandoned): give the table back.
-            self.store()
-                .release(self.graph().table(id).info.name, &fence, &[])?;
+            (_, Fence::Table { .. }) => self.give_back(name, &fence, Vec::new()),
+            // Abandoned: give its rows back (those written are no longer
+            // held), so that no other worker waits for them to expire.
+            (Err(_), Fence::Rows { .. }) => self.give_back(name, &fence, claimed),
+            _ => Ok(()),
+        };
+        done.and(released).map(|()| Executed {
+            report,
+            stopped,
+            held,
+        })
+    }
+
+    /// Gives leases back; when the database cannot be reached, leaves them
+    /// to the heartbeat, which gives them back once it can.
+    pub(crate) fn give_back(&self, table: &str, fence: &Fence, keys: Vec<Key>) -> Result<()> {
+        if matches!(fence, Fence::Unfenced)
+            || (matches!(fence, Fence::Rows { .. }) && keys.is_empty())
+        {
+            return Ok(());
         }
-        done.map(|()| Executed { report, stopped })
+        let refs: Vec<&Key> = keys.iter().collect();
+        let released = self.store().release(table, fence, &refs);
+        drop(refs);
+        if released.is_err() {
+            self.orphans.push(table, fence, keys);
+        }
+        released
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -287,6 +433,7 @@ impl Db {
         read_at: Revision,
         report: &mut TableReport,
         stopped: &mut Vec<Stopped>,
+        held: &mut HeldRows,
     ) -> Result<()> {
         let id = env.table;
         let name = self.graph().table(id).info.name;
@@ -313,23 +460,12 @@ impl Db {
                     _ => stopped.push(s),
                 }
             }
+            // Either abandons what is not written; the caller gives its
+            // rows back.
             if let Some(error) = failed {
-                let keys: Vec<&Key> = pending
-                    .iter()
-                    .map(|o| &o.key)
-                    .chain(rest.iter().map(|(k, _)| k))
-                    .collect();
-                self.store().release(name, fence, &keys)?;
                 return Err(error);
             }
             if self.cancel.load(Ordering::SeqCst) {
-                // Abandon what is not written: give its rows back.
-                let keys: Vec<&Key> = pending
-                    .iter()
-                    .map(|o| &o.key)
-                    .chain(rest.iter().map(|(k, _)| k))
-                    .collect();
-                self.store().release(name, fence, &keys)?;
                 return Err(Error::Cancelled);
             }
             if rest.is_empty() || last_write.elapsed() >= COMMIT_EVERY {
@@ -341,6 +477,7 @@ impl Db {
                     fence,
                     read_at,
                     report,
+                    held,
                 )?;
                 last_write = std::time::Instant::now();
             }
@@ -350,7 +487,8 @@ impl Db {
 
     /// Writes computed results and counts what happened to them.
     /// Rows written are settled in the session; a changed value
-    /// unsettles what depends on it.
+    /// unsettles what depends on it. Rows whose write was refused (a newer
+    /// result, or this worker's lease taken over) go to `held`.
     #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
@@ -361,6 +499,7 @@ impl Db {
         fence: &Fence,
         read_at: Revision,
         report: &mut TableReport,
+        held: &mut HeldRows,
     ) -> Result<()> {
         let code = self.code(id).unwrap_or_default();
         // A table that is read by one refreshed before it (or by itself):
@@ -384,7 +523,7 @@ impl Db {
         }
         for (o, w) in outcomes.iter().zip(written) {
             match (w, &o.kind) {
-                (Written::Rejected, _) => report.skipped += 1,
+                (Written::Rejected, _) => held.push_key(o.key.clone()),
                 (_, OutcomeKind::Blocked { .. }) => report.blocked += 1,
                 (_, OutcomeKind::Error(_)) => report.failed += 1,
                 (Written::Changed, OutcomeKind::Ok(_)) => report.computed += 1,
@@ -452,7 +591,8 @@ impl Db {
     /// written. Otherwise (other workers showed up), each row is planned
     /// again: a result computed from the inputs it would be computed from
     /// now is written all the same, and the other rows are returned, to be
-    /// computed the usual way. Returns those rows and the claim's fence.
+    /// computed the usual way. Returns those rows and the claim's fence;
+    /// rows another worker holds go to `held`.
     pub(crate) fn write_ahead(
         &self,
         session: &Session,
@@ -460,6 +600,7 @@ impl Db {
         outcomes: Vec<Outcome>,
         mode: Mode,
         report: &mut TableReport,
+        held: &mut HeldRows,
     ) -> Result<(Vec<(Key, Work)>, Fence)> {
         let name = self.graph().table(id).info.name;
         let keys: Vec<&Key> = outcomes.iter().map(|o| &o.key).collect();
@@ -468,18 +609,56 @@ impl Db {
             !matches!(claim.fence, Fence::Rows { .. }),
             Ordering::Relaxed,
         );
-        let holds = matches!(claim.fence, Fence::Table { .. })
-            && self.plan_still_holds(id, mode, &claim, &keys)?;
+        let granted: Vec<Key> = match claim.fence {
+            Fence::Rows { .. } => keys
+                .iter()
+                .zip(&claim.granted)
+                .filter(|(_, got)| **got)
+                .map(|(k, _)| (*k).clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let holds = if matches!(claim.fence, Fence::Table { .. }) {
+            self.plan_still_holds(id, mode, &claim, &keys)
+        } else {
+            Ok(false)
+        };
         drop(keys);
+        let planned = holds.and_then(|holds| {
+            self.write_ahead_claimed(session, id, outcomes, mode, report, held, &claim, holds)
+        });
+        match planned {
+            Ok(again) => Ok((again, claim.fence)),
+            Err(e) => {
+                let _ = self.give_back(name, &claim.fence, granted);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Db::write_ahead`] once its rows are claimed.
+    #[allow(clippy::too_many_arguments)]
+    fn write_ahead_claimed(
+        &self,
+        session: &Session,
+        id: TableId,
+        outcomes: Vec<Outcome>,
+        mode: Mode,
+        report: &mut TableReport,
+        held: &mut HeldRows,
+        claim: &Claim,
+        holds: bool,
+    ) -> Result<Vec<(Key, Work)>> {
+        let name = self.graph().table(id).info.name;
         let mut again = Vec::new();
         let write = if holds {
             outcomes
         } else {
             let mut write = Vec::with_capacity(outcomes.len());
             let mut unneeded = Vec::new();
-            for (o, got) in outcomes.into_iter().zip(claim.granted) {
+            for (o, &got) in outcomes.into_iter().zip(&claim.granted) {
                 if !got {
-                    report.skipped += 1;
+                    held.push_key(o.key);
                     continue;
                 }
                 match self.plan_row(id, &o.key, mode)? {
@@ -502,9 +681,18 @@ impl Db {
         };
         let read_at = mode.read_at().min(claim.revision);
         if !write.is_empty() {
-            self.write(session, id, &write, mode, &claim.fence, read_at, report)?;
+            self.write(
+                session,
+                id,
+                &write,
+                mode,
+                &claim.fence,
+                read_at,
+                report,
+                held,
+            )?;
         }
-        Ok((again, claim.fence))
+        Ok(again)
     }
 
     /// Takes the whole table for this worker, if it is alone, to compute
@@ -523,8 +711,7 @@ impl Db {
 
     /// Gives back a table lease taken by [`Db::hold_table`].
     pub(crate) fn release_table(&self, id: TableId, fence: &Fence) -> Result<()> {
-        self.store()
-            .release(self.graph().table(id).info.name, fence, &[])
+        self.give_back(self.graph().table(id).info.name, fence, Vec::new())
     }
 
     /// Claims a batch's rows (the whole table when this worker is alone)
@@ -537,34 +724,48 @@ impl Db {
         batch: Vec<(Key, Work)>,
         mode: Mode,
         report: &mut TableReport,
+        held: &mut HeldRows,
     ) -> Result<Claimed> {
         let name = self.graph().table(id).info.name;
         let keys: Vec<&Key> = batch.iter().map(|(k, _)| k).collect();
         let claim = self.claim_keys(name, &keys)?;
+        let holds = match self.plan_still_holds(id, mode, &claim, &keys) {
+            Ok(holds) => holds,
+            Err(e) => {
+                let granted = keys
+                    .iter()
+                    .zip(&claim.granted)
+                    .filter(|(_, got)| **got)
+                    .map(|(k, _)| (*k).clone())
+                    .collect();
+                let _ = self.give_back(name, &claim.fence, granted);
+                return Err(e);
+            }
+        };
+        drop(keys);
         let mut kept = Vec::with_capacity(batch.len());
         let mut unneeded = Vec::new();
-        let holds = self.plan_still_holds(id, mode, &claim, &keys)?;
-        for ((key, work), got) in batch.into_iter().zip(claim.granted) {
-            if !got {
-                report.skipped += 1;
-                continue;
-            }
-            // A row stored as failed on a cycle of reads is not planned:
-            // it is what the resolver found.
-            if holds || matches!(work.kind, WorkKind::Fail { .. }) {
-                kept.push((key, work));
-                continue;
-            }
-            // Something was written since the plan (perhaps this very row,
-            // by the worker that held it): plan again.
-            match self.plan_row(id, &key, mode)? {
-                Plan::Work(work) => kept.push((key, work)),
-                Plan::Fresh => unneeded.push(key),
-                Plan::Wait | Plan::Settling => {
-                    report.skipped += 1;
-                    unneeded.push(key)
-                }
-            }
+        let mut batch = batch.into_iter().zip(claim.granted);
+        let replanned = self.replan_claimed(
+            id,
+            &mut batch,
+            mode,
+            holds,
+            report,
+            held,
+            &mut kept,
+            &mut unneeded,
+        );
+        if let Err(e) = replanned {
+            // Give back every row granted and not yet given back.
+            let granted = kept
+                .into_iter()
+                .map(|(k, _)| k)
+                .chain(unneeded)
+                .chain(batch.filter(|(_, got)| *got).map(|((k, _), _)| k))
+                .collect();
+            let _ = self.give_back(name, &claim.fence, granted);
+            return Err(e);
         }
         // Under a table lease, rows found fresh need no giving back: the
         // table is given back when the batch is over (see `execute`).
@@ -579,5 +780,51 @@ impl Db {
             Mode::OnDemand | Mode::Retry => claim.revision,
         };
         Ok((kept, claim.fence, read_at))
+    }
+
+    /// Sorts the rows of a claim: rows another worker holds go to `held`;
+    /// rows granted are kept with their plan when it `holds`, and are
+    /// planned again otherwise (kept, or `unneeded` when found settled).
+    #[allow(clippy::too_many_arguments)]
+    fn replan_claimed(
+        &self,
+        id: TableId,
+        batch: &mut impl Iterator<Item = ((Key, Work), bool)>,
+        mode: Mode,
+        holds: bool,
+        report: &mut TableReport,
+        held: &mut HeldRows,
+        kept: &mut Vec<(Key, Work)>,
+        unneeded: &mut Vec<Key>,
+    ) -> Result<()> {
+        for ((key, work), got) in batch {
+            if !got {
+                held.push_planned(key, work, mode);
+                continue;
+            }
+            // A row stored as failed on a cycle of reads is not planned:
+            // it is what the resolver found.
+            if holds || matches!(work.kind, WorkKind::Fail { .. }) {
+                kept.push((key, work));
+                continue;
+            }
+            // Something was written since the plan (perhaps this very row,
+            // by the worker that held it): plan again. A row whose input
+            // is gone, or whose root row changed again, is left for later
+            // (counted, so that the pass knows it is not complete).
+            match self.plan_row(id, &key, mode)? {
+                Plan::Work(work) => kept.push((key, work)),
+                Plan::Fresh => unneeded.push(key),
+                Plan::Wait => {
+                    report.skipped += 1;
+                    unneeded.push(key)
+                }
+                Plan::Settling => {
+                    report.settling += 1;
+                    unneeded.push(key)
+                }
+            }
+        }
+        Ok(())
     }
 }

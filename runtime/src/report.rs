@@ -16,8 +16,11 @@ pub struct TableReport {
     pub failed: u64,
     /// Rows not computed because an input failed.
     pub blocked: u64,
-    /// Results not stored because a newer result was already there (write guard)
-    /// or another worker held the row.
+    /// Rows this run did not compute: another worker held them, or
+    /// stored a newer result first (the write guard), or an input row
+    /// they are computed from was gone when they were claimed. A refresh
+    /// waits for the rows others hold until they are done, by that worker
+    /// or, once its lease expires, by this one.
     pub skipped: u64,
     /// Stale rows left for later because their root row changed less than
     /// `settle` ago.
@@ -51,8 +54,9 @@ pub struct Report {
     pub failed: u64,
     /// Rows not computed because an input failed.
     pub blocked: u64,
-    /// Rows left for later: a newer result was already stored, or another
-    /// worker held the row.
+    /// Rows this run did not compute: another worker held them (waited
+    /// for until done), a newer result was stored first, or an input row
+    /// was gone when they were claimed.
     pub skipped: u64,
     /// Stale rows waiting for their root row to settle.
     pub settling: u64,

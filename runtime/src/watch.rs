@@ -56,6 +56,22 @@ pub enum WatchEvent {
     },
     /// Declared files changed; the database was reopened with new code versions.
     FilesChanged(Vec<PathBuf>),
+    /// A refresh or a look at the database failed (a server restarted, a
+    /// network cut): watch mode waits `retry_in`, then tries again,
+    /// reconnecting as needed.
+    Retrying {
+        /// What failed.
+        error: String,
+        /// Failures in a row, this one included.
+        failures: u32,
+        /// How long until the next try.
+        retry_in: Duration,
+    },
+    /// The database answers again after `failures` failures in a row.
+    Recovered {
+        /// How many failures in a row there were.
+        failures: u32,
+    },
 }
 
 /// What wakes the watch loop before its next poll.
@@ -199,25 +215,113 @@ pub fn watch_connected(
         db.set_lease_ttl(options.lease_ttl);
         Ok(db)
     };
-    let mut db = open(graph.clone())?;
-    let run =
-        |db: &Db, cause: &'static str, on_event: &mut dyn FnMut(WatchEvent)| -> Result<bool> {
-            match db.refresh() {
-                Ok(report) => {
-                    let waiting = report.settling > 0 || report.skipped > 0;
-                    on_event(WatchEvent::Refreshed { cause, report });
-                    Ok(waiting)
-                }
-                Err(Error::Cancelled) => Ok(false),
-                Err(e) => Err(e),
-            }
-        };
-    // The version is read before each refresh, so that a write landing
-    // during the refresh is noticed afterwards.
-    let mut version = db.change_token()?;
-    let mut waiting = run(&db, "start", &mut on_event)?;
-    let mut last_retry = Instant::now();
+    // Opening is checked once, at start: a database this program cannot
+    // open is an error to report, not to wait out.
+    let mut watching = Watching {
+        db: Some(open(graph.clone())?),
+        version: None,
+        waiting: false,
+        last_retry: Instant::now(),
+        due: Some("start"),
+    };
+    let mut failures = 0u32;
     while !stop.load(Ordering::SeqCst) {
+        match watching.step(
+            &rx,
+            options,
+            &declared,
+            &patterns,
+            &open,
+            &graph,
+            &mut on_event,
+        ) {
+            Ok(()) => {
+                if failures > 0 {
+                    on_event(WatchEvent::Recovered { failures });
+                    failures = 0;
+                }
+            }
+            Err(Error::Cancelled) => break,
+            Err(error) => {
+                // The database went away (a server restart, a network
+                // cut) or a refresh failed: say so, wait, and go on. The
+                // next step refreshes again, reconnecting as it goes.
+                failures += 1;
+                let retry_in = retry_delay(failures);
+                on_event(WatchEvent::Retrying {
+                    error: error.to_string(),
+                    failures,
+                    retry_in,
+                });
+                sleep_unless_stopped(retry_in, stop);
+                watching.due.get_or_insert("retry");
+                watching.version = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long watch mode waits after its `failures`-th failure in a row:
+/// 100 ms, doubling, at most 10 s.
+fn retry_delay(failures: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1 << failures.saturating_sub(1).min(10));
+    Duration::from_millis(ms.min(10_000))
+}
+
+/// Sleeps `d`, waking early when `stop` is set.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// The state of the watch loop between its steps.
+struct Watching {
+    /// The database (`None` while it is being reopened).
+    db: Option<Db>,
+    /// The change token read before the last refresh (`None`: read it).
+    version: Option<crate::storage::ChangeToken>,
+    /// Whether rows were left settling: then a refresh now and then.
+    waiting: bool,
+    last_retry: Instant,
+    /// A refresh to run now, and why.
+    due: Option<&'static str>,
+}
+
+impl Watching {
+    /// One turn of the loop: a refresh that is due, then a wait for a
+    /// change (a file, a hint, the change token) and what it calls for.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        rx: &mpsc::Receiver<Wake>,
+        options: &WatchOptions,
+        declared: &[PathBuf],
+        patterns: &[glob::Pattern],
+        open: &dyn Fn(Graph) -> Result<Db>,
+        graph: &Graph,
+        on_event: &mut dyn FnMut(WatchEvent),
+    ) -> Result<()> {
+        if self.db.is_none() {
+            self.db = Some(open(graph.clone())?);
+        }
+        let Some(db) = self.db.as_ref() else {
+            return Ok(());
+        };
+        if let Some(cause) = self.due {
+            // The version is read before each refresh, so that a write
+            // landing during the refresh is noticed afterwards.
+            self.version = Some(db.change_token()?);
+            self.waiting = refresh(db, cause, on_event)?;
+            self.due = None;
+            self.last_retry = Instant::now();
+        }
         let mut changed_files: Vec<PathBuf> = Vec::new();
         let mut debounced = false;
         if let Ok(first) = rx.recv_timeout(options.poll) {
@@ -234,35 +338,37 @@ pub fn watch_connected(
                     .ok();
             }
         }
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
         changed_files
             .retain(|p| declared.contains(p) || patterns.iter().any(|g| g.matches_path(p)));
         changed_files.sort();
         changed_files.dedup();
         if !changed_files.is_empty() {
             on_event(WatchEvent::FilesChanged(changed_files));
-            drop(db);
-            db = open(graph.clone())?;
-            version = db.change_token()?;
-            waiting = run(&db, "files", &mut on_event)?;
-            continue;
+            // Reopened, so that the new code versions are taken.
+            self.db = None;
+            self.db = Some(open(graph.clone())?);
+            self.due = Some("files");
+            return Ok(());
         }
         let now = db.change_token()?;
-        if now != version {
+        if self.version.as_ref() != Some(&now) {
             if !debounced {
                 std::thread::sleep(options.debounce);
             }
-            version = db.change_token()?;
-            waiting = run(&db, "input", &mut on_event)?;
-        } else if waiting && last_retry.elapsed() >= Duration::from_millis(500) {
-            version = db.change_token()?;
-            waiting = run(&db, "settle", &mut on_event)?;
-            last_retry = Instant::now();
+            self.due = Some("input");
+        } else if self.waiting && self.last_retry.elapsed() >= Duration::from_millis(500) {
+            self.due = Some("settle");
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Refreshes for `cause`; returns whether rows were left settling.
+fn refresh(db: &Db, cause: &'static str, on_event: &mut dyn FnMut(WatchEvent)) -> Result<bool> {
+    let report = db.refresh()?;
+    let waiting = report.settling > 0;
+    on_event(WatchEvent::Refreshed { cause, report });
+    Ok(waiting)
 }
 
 /// Runs [`watch`] until Ctrl-C, printing what happens.
@@ -292,6 +398,32 @@ pub fn watch_until_interrupted(path: &Path, json: bool) -> Result<()> {
                 for f in files {
                     println!("changed: {}", f.display());
                 }
+            }
+        }
+        WatchEvent::Retrying {
+            error,
+            failures,
+            retry_in,
+        } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "event": "retrying", "error": error, "failures": failures, "retry_in_ms": retry_in.as_millis() as u64 })
+                );
+            } else {
+                eprintln!(
+                    "watch: {error}; trying again in {retry_in:.1?} (failure {failures} in a row)"
+                );
+            }
+        }
+        WatchEvent::Recovered { failures } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "event": "recovered", "failures": failures })
+                );
+            } else {
+                eprintln!("watch: the database answers again (after {failures} failures)");
             }
         }
     })

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::graph::TableId;
 use crate::judge::{input_revisions, judge_with_reads, InputView, Verdict};
 use crate::lease::Mode;
-use crate::report::{Report, TableReport};
+use crate::report::Report;
 use crate::row::TableInfo;
 use crate::storage::{Read, RecordedRead, RowState, RowStatus, Values};
 use crate::value::{Key, Value};
@@ -587,14 +587,8 @@ impl Db {
                         Mode::OnDemand,
                         below,
                     )?;
-                    let skipped = done.report.skipped > 0;
-                    report.record(
-                        self.name(id),
-                        TableReport {
-                            skipped: 0,
-                            ..done.report
-                        },
-                    );
+                    let skipped = !done.held.is_empty();
+                    report.record(self.name(id), done.report);
                     if let Some(stopped) = done.stopped.into_iter().next() {
                         reads_at.insert(top, stopped.reads);
                         match stopped.stop {
@@ -723,13 +717,7 @@ impl Db {
             for (id, batch) in batches {
                 let done = self.execute(session, id, batch, Mode::OnDemand, &[])?;
                 if phase == 0 {
-                    report.record(
-                        self.name(id),
-                        TableReport {
-                            skipped: 0,
-                            ..done.report
-                        },
-                    );
+                    report.record(self.name(id), done.report);
                 }
             }
             if changed_at(&rows)? == before {

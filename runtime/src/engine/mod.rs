@@ -27,7 +27,7 @@ pub use open::{LeftoverTable, OpenMode};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TableId};
-use crate::lease::Heartbeat;
+use crate::lease::{Heartbeat, Orphans};
 use crate::row::Row;
 use crate::storage::{Backend, ChangeToken};
 use crate::value::Key;
@@ -67,6 +67,8 @@ pub struct Db {
     /// Lease time-to-live in milliseconds (shared with the heartbeat).
     pub(crate) lease_ttl_ms: Arc<AtomicI64>,
     heartbeat: Option<Heartbeat>,
+    /// Leases this worker could not give back (see [`Orphans`]).
+    pub(crate) orphans: Arc<Orphans>,
     /// Set to stop running refreshes (between batches; nothing half-written).
     pub(crate) cancel: Arc<AtomicBool>,
     /// Whether this worker is registered as alive (done on its first claim,

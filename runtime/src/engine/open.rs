@@ -6,7 +6,7 @@ use crate::catalog::{self, SchemaChange};
 use crate::code::code_version;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::lease::{new_worker_id, start_heartbeat, DEFAULT_LEASE_TTL};
+use crate::lease::{new_worker_id, start_heartbeat, Orphans, DEFAULT_LEASE_TTL};
 use crate::sqlite::SqliteStore;
 use crate::storage::Backend;
 use serde::Serialize;
@@ -135,8 +135,9 @@ impl Db {
         // workers: use leases, and keep them alive from a heartbeat thread.
         let connector = store.connector();
         let shared = connector.is_some();
+        let orphans = Arc::new(Orphans::default());
         let heartbeat = match connector {
-            Some(c) => start_heartbeat(c.connect()?, worker.clone(), ttl.clone()),
+            Some(c) => start_heartbeat(c.connect()?, worker.clone(), ttl.clone(), orphans.clone()),
             None => None,
         };
         Ok(Db {
@@ -152,6 +153,7 @@ impl Db {
             lease_ttl_ms: ttl,
             worker,
             heartbeat,
+            orphans,
             cancel: Arc::new(AtomicBool::new(false)),
             registered: AtomicBool::new(false),
             alone: AtomicBool::new(false),

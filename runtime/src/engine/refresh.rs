@@ -8,7 +8,7 @@ use super::{Db, BATCH};
 use crate::error::{Error, Result};
 use crate::graph::TableId;
 use crate::judge::{input_revisions, judge_with_reads, InputView, Settle, Verdict};
-use crate::lease::{AheadLease, Mode};
+use crate::lease::{AheadLease, HeldRows, Mode};
 use crate::report::{Report, TableReport};
 use crate::row::Input;
 use crate::storage::{
@@ -177,7 +177,9 @@ impl Db {
                     }
                     if !batch.is_empty() {
                         let mut elsewhere = Report::default();
-                        let r = self.run_and_resolve(
+                        // Rows another worker holds are being computed
+                        // again already.
+                        let (r, _held) = self.run_and_resolve(
                             &Session::new(),
                             id,
                             batch,
@@ -260,12 +262,10 @@ impl Db {
                 Plan::Fresh => return Ok(()),
                 Plan::Wait | Plan::Settling => return Err(self.not_found(id, key)),
                 Plan::Work(work) => {
-                    let r = self
-                        .execute(session, id, vec![(key.clone(), work)], Mode::OnDemand, &[])?
-                        .report;
-                    let skipped = r.skipped > 0;
-                    report.record(t.info.name, TableReport { skipped: 0, ..r });
-                    if !skipped {
+                    let done =
+                        self.execute(session, id, vec![(key.clone(), work)], Mode::OnDemand, &[])?;
+                    report.record(t.info.name, done.report);
+                    if done.held.is_empty() {
                         return Ok(());
                     }
                     // Another worker holds the row: wait for its result (or
@@ -323,6 +323,7 @@ impl Db {
             report: &mut report,
             elsewhere,
             progress,
+            held: HeldRows::default(),
         };
         if building {
             complete &= self.build_table(&mut pass)?;
@@ -375,6 +376,7 @@ impl Db {
                 complete &= self.run_batch(&mut pass, batch, mode)?;
             }
         }
+        complete &= self.wait_for_held(&mut pass)?;
         if reads {
             // The rows that read a row changed since: the first time, since
             // the watermark; then, while rows changed, since the last time.
@@ -403,6 +405,7 @@ impl Db {
                     worked |= !batch.is_empty();
                     complete &= self.run_batch(&mut pass, batch, mode)?;
                 }
+                complete &= self.wait_for_held(&mut pass)?;
                 if !worked {
                     walked = walked.min(began);
                     break;
@@ -430,8 +433,9 @@ impl Db {
 
     /// Computes and writes a batch, then resolves the rows whose
     /// computation stopped on a read (computing what they read first).
-    /// Returns the batch's table's report; rows of other tables computed
-    /// meanwhile are counted in `elsewhere`.
+    /// Returns the batch's table's report and the rows left to other
+    /// workers; rows of other tables computed meanwhile are counted in
+    /// `elsewhere`.
     pub(crate) fn run_and_resolve(
         &self,
         session: &Session,
@@ -439,9 +443,10 @@ impl Db {
         batch: Vec<(Key, Work)>,
         mode: Mode,
         elsewhere: &mut Report,
-    ) -> Result<TableReport> {
+    ) -> Result<(TableReport, HeldRows)> {
         let done = self.execute(session, id, batch, mode, &[])?;
         let mut report = done.report;
+        let mut held = done.held;
         let name = self.name(id);
         let mut stopped = done.stopped;
         // Rows that waited on a row this batch wrote go again, together,
@@ -468,6 +473,7 @@ impl Db {
             let done = self.execute(session, id, again, mode, &[])?;
             report.add(&done.report);
             stopped.extend(done.stopped);
+            held.extend(done.held);
         }
         for stopped in stopped {
             let mut stack = vec![(id, stopped.key)];
@@ -484,7 +490,7 @@ impl Db {
                 }
             }
         }
-        Ok(report)
+        Ok((report, held))
     }
 
     /// Builds a table that was empty when the pass began: its inputs' rows
@@ -595,8 +601,14 @@ impl Db {
         }
         if !outcomes.is_empty() {
             let mut report = TableReport::default();
-            let (again, fence) =
-                self.write_ahead(pass.session, id, outcomes, page.mode, &mut report)?;
+            let (again, fence) = self.write_ahead(
+                pass.session,
+                id,
+                outcomes,
+                page.mode,
+                &mut report,
+                &mut pass.held,
+            )?;
             pass.report.add(&report);
             (pass.progress)(pass.report);
             if !matches!(fence, Fence::Table { .. }) {
@@ -647,14 +659,73 @@ impl Db {
     /// Computes and writes one page of planned work (of a refresh or a
     /// build pass), adding to the pass's report; returns whether every row
     /// of it was done (none left to another worker or refused).
+    /// Rows left to other workers go to the pass's `held`, for
+    /// [`Db::wait_for_held`].
+    /// They are counted as skipped (once: not again while waited for).
     fn run_batch(&self, pass: &mut Pass<'_>, batch: Vec<(Key, Work)>, mode: Mode) -> Result<bool> {
+        let before = pass.held.count();
+        let done = self.run_held_batch(pass, batch, mode)?;
+        pass.report.skipped += (pass.held.count() - before) as u64;
+        Ok(done)
+    }
+
+    /// [`Db::run_batch`], without counting the rows held.
+    fn run_held_batch(
+        &self,
+        pass: &mut Pass<'_>,
+        batch: Vec<(Key, Work)>,
+        mode: Mode,
+    ) -> Result<bool> {
         if batch.is_empty() {
             return Ok(true);
         }
-        let r = self.run_and_resolve(pass.session, pass.id, batch, mode, pass.elsewhere)?;
+        let (r, held) = self.run_and_resolve(pass.session, pass.id, batch, mode, pass.elsewhere)?;
+        pass.held.extend(held);
         pass.report.add(&r);
         (pass.progress)(pass.report);
-        Ok(r.skipped == 0)
+        Ok(r.skipped == 0 && r.settling == 0)
+    }
+
+    /// Waits until the rows of a pass that other workers held are done:
+    /// by those workers, or, once their leases expire (a worker that died,
+    /// or lost its connection), by this one. Looks again at growing
+    /// intervals, up to a tenth of the lease time. Returns whether every
+    /// one was done (none found waiting for an input row or settling).
+    ///
+    /// This is what makes a refresh beside other workers complete: when
+    /// it returns, no row it found stale is left stale, whoever computed
+    /// it.
+    fn wait_for_held(&self, pass: &mut Pass<'_>) -> Result<bool> {
+        let mut complete = true;
+        let longest = (self.lease_ttl() / 10).clamp(Duration::from_millis(10), HELD_POLL);
+        let mut pause = Duration::from_millis(2);
+        while !pass.held.is_empty() {
+            self.check_cancel()?;
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(longest);
+            let (rows, mode) = pass.held.take();
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                self.check_cancel()?;
+                let mut batch = Vec::with_capacity(BATCH);
+                for (key, work) in rows.by_ref().take(BATCH) {
+                    match work {
+                        Some(work) => batch.push((key, work)),
+                        None => match self.plan_row(pass.id, &key, mode)? {
+                            Plan::Fresh => {}
+                            Plan::Wait => complete = false,
+                            Plan::Settling => {
+                                pass.report.settling += 1;
+                                complete = false;
+                            }
+                            Plan::Work(work) => batch.push((key, work)),
+                        },
+                    }
+                }
+                complete &= self.run_held_batch(pass, batch, mode)?;
+            }
+        }
+        Ok(complete)
     }
 
     /// Scans a table's inputs (and the table) in key order through `conn`
@@ -752,7 +823,13 @@ struct Pass<'a> {
     report: &'a mut TableReport,
     elsewhere: &'a mut Report,
     progress: &'a mut dyn FnMut(&TableReport),
+    /// Rows other workers held when this pass came to them: waited for
+    /// before the pass ends ([`Db::wait_for_held`]).
+    held: HeldRows,
 }
+
+/// How often a pass looks again, at most, at rows other workers hold.
+const HELD_POLL: Duration = Duration::from_millis(200);
 
 /// The table a lone worker's build holds between pages, to compute ahead
 /// (see [`Db::run_page`]).
