@@ -500,7 +500,7 @@ fn sqlite_campaign(trials: usize) {
 fn postgres_campaign(trials: usize) {
     use rederive_postgres::testing::TestServer;
     // A server of its own: the campaign restarts it.
-    let server = match TestServer::start() {
+    let server = match TestServer::start_crash_safe() {
         Ok(server) => server,
         Err(skip) => {
             skip.report("campaign_postgres");

@@ -158,7 +158,20 @@ impl TestServer {
     /// the server's log), and when it is not installed and
     /// `REDERIVE_REQUIRE_POSTGRES=1` is set.
     pub fn start() -> Result<TestServer, Skip> {
-        start(false).map_err(StartError::into_skip)
+        start(false, false).map_err(StartError::into_skip)
+    }
+
+    /// Starts a new server that loses no committed transaction when it is
+    /// stopped at once ([`TestServer::restart_immediately`]): it writes
+    /// its WAL at every commit (`synchronous_commit = on`; still without
+    /// `fsync`, since the machine itself does not crash). The others,
+    /// faster, may lose the last commits to an immediate stop.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestServer::start`].
+    pub fn start_crash_safe() -> Result<TestServer, Skip> {
+        start(false, true).map_err(StartError::into_skip)
     }
 
     /// Starts a new server that also accepts encrypted connections (with
@@ -171,7 +184,7 @@ impl TestServer {
     /// As [`TestServer::start`].
     #[cfg(feature = "tls")]
     pub fn start_with_tls() -> Result<TestServer, Skip> {
-        start(true).map_err(StartError::into_skip)
+        start(true, false).map_err(StartError::into_skip)
     }
 
     /// The certificate (PEM) of the authority that signed the server's,
@@ -189,7 +202,7 @@ impl TestServer {
     /// call's message).
     pub fn shared() -> Result<&'static TestServer, Skip> {
         static SHARED: OnceLock<Result<TestServer, String>> = OnceLock::new();
-        let started = SHARED.get_or_init(|| match start(false) {
+        let started = SHARED.get_or_init(|| match start(false, false) {
             Ok(server) => Ok(server),
             Err(StartError::NotInstalled) => Err(String::new()),
             Err(StartError::Failed(m)) => Err(m),
@@ -260,7 +273,8 @@ impl TestServer {
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m
     /// immediate`: every connection cut, no checkpoint; the server
-    /// recovers from its WAL at the next start), leaves it down for
+    /// recovers from its WAL at the next start; start it with
+    /// [`TestServer::start_crash_safe`] to keep every commit), leaves it down for
     /// `down`, and starts it again with the same data on the same port.
     /// Returns the error (with the server's log) when it does not come
     /// back.
@@ -468,7 +482,7 @@ fn free_port() -> Result<u16, StartError> {
         .map_err(|e| StartError::Failed(format!("cannot find a free port: {e}")))
 }
 
-fn start(tls: bool) -> Result<TestServer, StartError> {
+fn start(tls: bool, crash_safe: bool) -> Result<TestServer, StartError> {
     let programs = Programs::find().ok_or(StartError::NotInstalled)?;
     let user = server_user()?;
     let root = new_root()?;
@@ -541,11 +555,12 @@ fn start(tls: bool) -> Result<TestServer, StartError> {
          listen_addresses = '127.0.0.1'\n\
          unix_socket_directories = '{}'\n\
          fsync = off\n\
-         synchronous_commit = off\n\
+         synchronous_commit = {}\n\
          full_page_writes = off\n\
          max_connections = 200\n\
          shared_buffers = 32MB\n",
-        sock.display()
+        sock.display(),
+        if crash_safe { "on" } else { "off" }
     );
     std::fs::OpenOptions::new()
         .append(true)
