@@ -3,6 +3,7 @@
 use std::path::Path;
 
 pub mod cli;
+pub mod deadline;
 
 /// This test binary's graph (its macro-defined tables and functions) with
 /// run-time `nodes` added.
