@@ -42,10 +42,7 @@ pub fn within_deadline<T: Send + 'static>(
     scale: u32,
     body: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("a test")
-        .to_owned();
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
     let deadline = std::env::var("REDERIVE_TEST_DEADLINE")
         .ok()
         .and_then(|s| s.parse().ok())
