@@ -77,9 +77,9 @@ pub fn within_deadline<T: Send + 'static>(
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
                 .and_then(|w| w.get(&id).cloned())
-                .unwrap_or_else(|| "its first step".to_owned());
+                .unwrap_or_else(|| "(none named)".to_owned());
             panic!(
-                "{test}: still waiting for {what} after {deadline:?} \
+                "{test}: not done after {deadline:?}, in its step `{what}` or after it \
                  (a loop? REDERIVE_TEST_DEADLINE=SECONDS gives it longer)"
             )
         }
