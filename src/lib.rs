@@ -110,6 +110,9 @@
 //! row read (or its creation, or deletion) makes the reader stale, a read
 //! row recomputed to an equal value leaves it fresh, and a definition that
 //! reaches itself is stored as a `cycle` error in every row of the cycle.
+//! Before a function is called, the rows it read last time are brought up
+//! to date: a function that reads the same rows as last time is called
+//! once per `refresh` and per `get`.
 //!
 //! ```
 //! use rederive::{derive_table, Ctx, Db, Row};

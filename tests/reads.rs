@@ -2,7 +2,10 @@
 //! A definition's body is a list of words: a number adds itself, a name
 //! adds the value of that definition (0 when there is none).
 
-use rederive::{derive_table, Ctx, Db, Key, ReadError, Row, Staleness};
+mod common;
+
+use common::deadline::{waiting_for, within_deadline};
+use rederive::{derive_table, Ctx, Db, Key, ReadError, Report, Row, Staleness};
 use std::sync::Mutex;
 
 #[derive(Row, Debug, Clone, PartialEq)]
@@ -96,6 +99,11 @@ fn both(v: &Val, d: &Doubled) -> Both {
     Both { v: v.v, d: d.v }
 }
 
+fn refresh(db: &Db) -> Report {
+    waiting_for("refresh");
+    db.refresh().unwrap()
+}
+
 fn def(name: &str, body: &str) -> Def {
     Def {
         name: name.into(),
@@ -104,264 +112,288 @@ fn def(name: &str, body: &str) -> Def {
 }
 
 fn value(db: &Db, name: &str) -> Result<i64, String> {
+    waiting_for(format!("get::<Val>({name:?})"));
     db.get::<Val>(name).map(|v| v.v).map_err(|e| e.to_string())
 }
 
 #[test]
 fn a_definition_reads_its_callees_and_follows_their_changes() {
-    let db = Db::open_in_memory().unwrap();
-    db.put_all(vec![def("r_main", "r_helper 1"), def("r_helper", "2")])
-        .unwrap();
-    db.refresh().unwrap();
-    assert_eq!(value(&db, "r_main"), Ok(3));
-    assert_eq!(db.get::<Doubled>("r_main").unwrap().v, 6);
+    within_deadline(1, || {
+        let db = Db::open_in_memory().unwrap();
+        db.put_all(vec![def("r_main", "r_helper 1"), def("r_helper", "2")])
+            .unwrap();
+        refresh(&db);
+        assert_eq!(value(&db, "r_main"), Ok(3));
+        assert_eq!(db.get::<Doubled>("r_main").unwrap().v, 6);
 
-    // A change to the callee makes the caller stale, naming the read.
-    db.put(def("r_helper", "5")).unwrap();
-    assert_eq!(
-        db.explain::<Val>("r_helper").unwrap(),
-        Staleness::InputChanged {
-            table: "Def".into(),
-            key: "r_helper".into()
-        }
-    );
-    assert_eq!(
-        db.explain::<Val>("r_main").unwrap(),
-        Staleness::UpstreamStale {
-            table: "Val".into(),
-            key: "r_helper".into()
-        }
-    );
-    let stale = db.stale_from::<Def>("r_helper").unwrap();
-    let rows: Vec<(String, Key)> = stale
-        .iter()
-        .map(|s| (s.table.clone(), s.key.clone()))
-        .collect();
-    assert!(
-        rows.contains(&("Val".into(), "r_helper".into())),
-        "{rows:?}"
-    );
-    assert!(rows.contains(&("Val".into(), "r_main".into())), "{rows:?}");
-    assert!(
-        rows.contains(&("Doubled".into(), "r_main".into())),
-        "{rows:?}"
-    );
-    let report = db.refresh_from::<Def>("r_helper").unwrap();
-    assert_eq!(report.table("Val").computed, 2, "{report:?}");
-    assert_eq!(value(&db, "r_main"), Ok(6));
-    assert_eq!(db.get::<Doubled>("r_main").unwrap().v, 12);
-    assert_eq!(db.explain::<Val>("r_main").unwrap(), Staleness::Fresh);
+        // A change to the callee makes the caller stale, naming the read.
+        db.put(def("r_helper", "5")).unwrap();
+        assert_eq!(
+            db.explain::<Val>("r_helper").unwrap(),
+            Staleness::InputChanged {
+                table: "Def".into(),
+                key: "r_helper".into()
+            }
+        );
+        assert_eq!(
+            db.explain::<Val>("r_main").unwrap(),
+            Staleness::UpstreamStale {
+                table: "Val".into(),
+                key: "r_helper".into()
+            }
+        );
+        let stale = db.stale_from::<Def>("r_helper").unwrap();
+        let rows: Vec<(String, Key)> = stale
+            .iter()
+            .map(|s| (s.table.clone(), s.key.clone()))
+            .collect();
+        assert!(
+            rows.contains(&("Val".into(), "r_helper".into())),
+            "{rows:?}"
+        );
+        assert!(rows.contains(&("Val".into(), "r_main".into())), "{rows:?}");
+        assert!(
+            rows.contains(&("Doubled".into(), "r_main".into())),
+            "{rows:?}"
+        );
+        waiting_for("refresh_from::<Def>(\"r_helper\")");
+        let report = db.refresh_from::<Def>("r_helper").unwrap();
+        assert_eq!(report.table("Val").computed, 2, "{report:?}");
+        assert_eq!(value(&db, "r_main"), Ok(6));
+        assert_eq!(db.get::<Doubled>("r_main").unwrap().v, 12);
+        assert_eq!(db.explain::<Val>("r_main").unwrap(), Staleness::Fresh);
+    })
 }
 
 #[test]
 fn an_equal_value_leaves_readers_fresh_and_uncomputed() {
-    let db = Db::open_in_memory().unwrap();
-    db.put_all(vec![def("c_main", "c_x"), def("c_x", "2")])
-        .unwrap();
-    db.refresh().unwrap();
-    clear_calls("c_");
-    db.put(def("c_x", "1 1")).unwrap();
-    let report = db.refresh().unwrap();
-    assert_eq!(report.table("Val").unchanged, 1, "{report:?}");
-    assert_eq!(calls_of("c_"), vec!["c_x".to_string()]);
-    assert_eq!(db.explain::<Val>("c_main").unwrap(), Staleness::Fresh);
-    assert_eq!(value(&db, "c_main"), Ok(2));
+    within_deadline(1, || {
+        let db = Db::open_in_memory().unwrap();
+        db.put_all(vec![def("c_main", "c_x"), def("c_x", "2")])
+            .unwrap();
+        refresh(&db);
+        clear_calls("c_");
+        db.put(def("c_x", "1 1")).unwrap();
+        let report = refresh(&db);
+        assert_eq!(report.table("Val").unchanged, 1, "{report:?}");
+        assert_eq!(calls_of("c_"), vec!["c_x".to_string()]);
+        assert_eq!(db.explain::<Val>("c_main").unwrap(), Staleness::Fresh);
+        assert_eq!(value(&db, "c_main"), Ok(2));
+    })
 }
 
 #[test]
 fn a_callee_deleted_then_restored() {
-    let db = Db::open_in_memory().unwrap();
-    db.put_all(vec![def("d_main", "d_helper 1"), def("d_helper", "2")])
-        .unwrap();
-    db.refresh().unwrap();
-    assert_eq!(value(&db, "d_main"), Ok(3));
-    db.delete::<Def>("d_helper").unwrap();
-    assert_eq!(
-        db.explain::<Val>("d_main").unwrap(),
-        Staleness::ReadChanged {
-            table: "Val".into(),
-            key: "d_helper".into()
-        }
-    );
-    db.refresh().unwrap();
-    assert_eq!(value(&db, "d_main"), Ok(1));
-    db.put(def("d_helper", "2")).unwrap();
-    // On demand, without a refresh.
-    assert_eq!(value(&db, "d_main"), Ok(3));
-    db.refresh().unwrap();
-    assert_eq!(db.explain::<Val>("d_main").unwrap(), Staleness::Fresh);
+    within_deadline(1, || {
+        let db = Db::open_in_memory().unwrap();
+        db.put_all(vec![def("d_main", "d_helper 1"), def("d_helper", "2")])
+            .unwrap();
+        refresh(&db);
+        assert_eq!(value(&db, "d_main"), Ok(3));
+        db.delete::<Def>("d_helper").unwrap();
+        assert_eq!(
+            db.explain::<Val>("d_main").unwrap(),
+            Staleness::ReadChanged {
+                table: "Val".into(),
+                key: "d_helper".into()
+            }
+        );
+        refresh(&db);
+        assert_eq!(value(&db, "d_main"), Ok(1));
+        db.put(def("d_helper", "2")).unwrap();
+        // On demand, without a refresh.
+        assert_eq!(value(&db, "d_main"), Ok(3));
+        refresh(&db);
+        assert_eq!(db.explain::<Val>("d_main").unwrap(), Staleness::Fresh);
+    })
 }
 
 #[test]
 fn a_key_read_as_absent_then_created() {
-    let db = Db::open_in_memory().unwrap();
-    db.put(def("a_main", "a_later 1")).unwrap();
-    db.refresh().unwrap();
-    assert_eq!(value(&db, "a_main"), Ok(1));
-    db.put(def("a_later", "5")).unwrap();
-    let report = db.refresh().unwrap();
-    assert_eq!(report.table("Val").computed, 2, "{report:?}");
-    assert_eq!(value(&db, "a_main"), Ok(6));
+    within_deadline(1, || {
+        let db = Db::open_in_memory().unwrap();
+        db.put(def("a_main", "a_later 1")).unwrap();
+        refresh(&db);
+        assert_eq!(value(&db, "a_main"), Ok(1));
+        db.put(def("a_later", "5")).unwrap();
+        let report = refresh(&db);
+        assert_eq!(report.table("Val").computed, 2, "{report:?}");
+        assert_eq!(value(&db, "a_main"), Ok(6));
+    })
 }
 
 #[test]
 fn a_cycle_of_two_is_an_error_in_both_rows_until_an_edit_breaks_it() {
-    for first in ["y_a", "y_b"] {
-        let db = Db::open_in_memory().unwrap();
-        db.put_all(vec![
-            def("y_a", "y_b 1"),
-            def("y_b", "y_a 2"),
-            def("y_user", "y_a"),
-        ])
-        .unwrap();
-        // Whichever row is met first, the same message in both.
-        let e = value(&db, first).unwrap_err();
-        assert!(e.contains("cycle"), "{e}");
-        db.refresh().unwrap();
-        let a = value(&db, "y_a").unwrap_err();
-        let b = value(&db, "y_b").unwrap_err();
-        let cycle = "cycle: `Val` \"y_a\" -> `Val` \"y_b\" -> `Val` \"y_a\"";
-        assert!(a.ends_with(cycle), "{a}");
-        assert!(b.ends_with(cycle), "{b}");
-        // A reader of the cycle fails with it.
-        let user = value(&db, "y_user").unwrap_err();
-        assert!(user.contains(cycle), "{user}");
-        // Settled: no retry loop.
-        let again = db.refresh().unwrap();
-        assert_eq!(again.table("Val").failed, 0, "{again:?}");
-        assert!(matches!(
-            db.explain::<Val>("y_a").unwrap(),
-            Staleness::Failed { .. }
-        ));
+    within_deadline(1, || {
+        for first in ["y_a", "y_b"] {
+            let db = Db::open_in_memory().unwrap();
+            db.put_all(vec![
+                def("y_a", "y_b 1"),
+                def("y_b", "y_a 2"),
+                def("y_user", "y_a"),
+            ])
+            .unwrap();
+            // Whichever row is met first, the same message in both.
+            let e = value(&db, first).unwrap_err();
+            assert!(e.contains("cycle"), "{e}");
+            refresh(&db);
+            let a = value(&db, "y_a").unwrap_err();
+            let b = value(&db, "y_b").unwrap_err();
+            let cycle = "cycle: `Val` \"y_a\" -> `Val` \"y_b\" -> `Val` \"y_a\"";
+            assert!(a.ends_with(cycle), "{a}");
+            assert!(b.ends_with(cycle), "{b}");
+            // A reader of the cycle fails with it.
+            let user = value(&db, "y_user").unwrap_err();
+            assert!(user.contains(cycle), "{user}");
+            // Settled: no retry loop.
+            let again = refresh(&db);
+            assert_eq!(again.table("Val").failed, 0, "{again:?}");
+            assert!(matches!(
+                db.explain::<Val>("y_a").unwrap(),
+                Staleness::Failed { .. }
+            ));
 
-        db.put(def("y_b", "2")).unwrap();
-        db.refresh().unwrap();
-        assert_eq!(value(&db, "y_b"), Ok(2));
-        assert_eq!(value(&db, "y_a"), Ok(3));
-        assert_eq!(value(&db, "y_user"), Ok(3));
-    }
+            db.put(def("y_b", "2")).unwrap();
+            refresh(&db);
+            assert_eq!(value(&db, "y_b"), Ok(2));
+            assert_eq!(value(&db, "y_a"), Ok(3));
+            assert_eq!(value(&db, "y_user"), Ok(3));
+        }
+    })
 }
 
 #[test]
 fn a_definition_calling_itself_is_a_cycle() {
-    let db = Db::open_in_memory().unwrap();
-    db.put(def("s_rec", "s_rec 1")).unwrap();
-    db.refresh().unwrap();
-    let e = value(&db, "s_rec").unwrap_err();
-    assert!(
-        e.ends_with("cycle: `Val` \"s_rec\" -> `Val` \"s_rec\""),
-        "{e}"
-    );
-    db.put(def("s_rec", "1")).unwrap();
-    assert_eq!(value(&db, "s_rec"), Ok(1));
+    within_deadline(1, || {
+        let db = Db::open_in_memory().unwrap();
+        db.put(def("s_rec", "s_rec 1")).unwrap();
+        refresh(&db);
+        let e = value(&db, "s_rec").unwrap_err();
+        assert!(
+            e.ends_with("cycle: `Val` \"s_rec\" -> `Val` \"s_rec\""),
+            "{e}"
+        );
+        db.put(def("s_rec", "1")).unwrap();
+        assert_eq!(value(&db, "s_rec"), Ok(1));
+    })
 }
 
 #[test]
 fn failures_read_are_errors_and_undeclared_reads_are_stored_errors() {
-    let db = Db::open_in_memory().unwrap();
-    db.put_all(vec![
-        def("f_bad", "boom"),
-        def("f_user", "f_bad 1"),
-        def("f_sneak", "undeclared"),
-    ])
-    .unwrap();
-    db.refresh().unwrap();
-    let e = value(&db, "f_user").unwrap_err();
-    assert!(e.contains("`Val` \"f_bad\" failed: boom"), "{e}");
-    let e = value(&db, "f_sneak").unwrap_err();
-    assert!(
-        e.contains("`eval` reads `Doubled`, which is not in its `reads`"),
-        "{e}"
-    );
+    within_deadline(1, || {
+        let db = Db::open_in_memory().unwrap();
+        db.put_all(vec![
+            def("f_bad", "boom"),
+            def("f_user", "f_bad 1"),
+            def("f_sneak", "undeclared"),
+        ])
+        .unwrap();
+        refresh(&db);
+        let e = value(&db, "f_user").unwrap_err();
+        assert!(e.contains("`Val` \"f_bad\" failed: boom"), "{e}");
+        let e = value(&db, "f_sneak").unwrap_err();
+        assert!(
+            e.contains("`eval` reads `Doubled`, which is not in its `reads`"),
+            "{e}"
+        );
+    })
 }
 
 #[test]
 fn get_computes_exactly_what_is_needed() {
-    let db = Db::open_in_memory().unwrap();
-    db.put_all(vec![
-        def("g_top", "g_mid"),
-        def("g_mid", "g_leaf 1"),
-        def("g_leaf", "1"),
-        def("g_other", "g_leaf 7"),
-    ])
-    .unwrap();
-    clear_calls("g_");
-    assert_eq!(value(&db, "g_top"), Ok(2));
-    assert_eq!(calls_of("g_"), vec!["g_leaf", "g_mid", "g_top"]);
-    clear_calls("g_");
-    assert_eq!(value(&db, "g_top"), Ok(2));
-    assert!(calls_of("g_").is_empty());
-    db.put(def("g_leaf", "4")).unwrap();
-    assert_eq!(value(&db, "g_top"), Ok(5));
-    assert_eq!(calls_of("g_"), vec!["g_leaf", "g_mid", "g_top"]);
+    within_deadline(1, || {
+        let db = Db::open_in_memory().unwrap();
+        db.put_all(vec![
+            def("g_top", "g_mid"),
+            def("g_mid", "g_leaf 1"),
+            def("g_leaf", "1"),
+            def("g_other", "g_leaf 7"),
+        ])
+        .unwrap();
+        clear_calls("g_");
+        assert_eq!(value(&db, "g_top"), Ok(2));
+        assert_eq!(calls_of("g_"), vec!["g_leaf", "g_mid", "g_top"]);
+        clear_calls("g_");
+        assert_eq!(value(&db, "g_top"), Ok(2));
+        assert!(calls_of("g_").is_empty());
+        db.put(def("g_leaf", "4")).unwrap();
+        assert_eq!(value(&db, "g_top"), Ok(5));
+        assert_eq!(calls_of("g_"), vec!["g_leaf", "g_mid", "g_top"]);
+    })
 }
 
 #[test]
 fn a_chain_of_5000_definitions_refreshes_and_answers_get() {
-    let n = 5000;
-    let db = Db::open_in_memory().unwrap();
-    let name = |i: usize| format!("h_{i:05}");
-    // Each calls the previous, in reverse key order for the build.
-    let defs: Vec<Def> = (0..n)
-        .map(|i| {
-            let body = if i + 1 == n {
-                "1".to_owned()
-            } else {
-                format!("{} 1", name(i + 1))
-            };
-            def(&name(i), &body)
-        })
-        .collect();
-    db.put_all(defs).unwrap();
-    db.refresh().unwrap();
-    assert_eq!(value(&db, &name(0)), Ok(n as i64));
-    // The far end changes: everything is recomputed on demand.
-    db.put(def(&name(n - 1), "2")).unwrap();
-    assert_eq!(value(&db, &name(0)), Ok(n as i64 + 1));
-    db.put(def(&name(n - 1), "3")).unwrap();
-    let report = db.refresh().unwrap();
-    assert_eq!(report.table("Val").computed, n as u64, "{report:?}");
-    assert_eq!(value(&db, &name(0)), Ok(n as i64 + 2));
-    // A cycle through the whole chain.
-    db.put(def(&name(n - 1), &name(0))).unwrap();
-    let e = value(&db, &name(2500)).unwrap_err();
-    assert!(e.contains("cycle"), "{}", &e[..200.min(e.len())]);
-    let e = value(&db, &name(0)).unwrap_err();
-    assert!(e.contains("cycle"));
+    within_deadline(3, || {
+        let n = 5000;
+        let db = Db::open_in_memory().unwrap();
+        let name = |i: usize| format!("h_{i:05}");
+        // Each calls the previous, in reverse key order for the build.
+        let defs: Vec<Def> = (0..n)
+            .map(|i| {
+                let body = if i + 1 == n {
+                    "1".to_owned()
+                } else {
+                    format!("{} 1", name(i + 1))
+                };
+                def(&name(i), &body)
+            })
+            .collect();
+        db.put_all(defs).unwrap();
+        refresh(&db);
+        assert_eq!(value(&db, &name(0)), Ok(n as i64));
+        // The far end changes: everything is recomputed on demand.
+        db.put(def(&name(n - 1), "2")).unwrap();
+        assert_eq!(value(&db, &name(0)), Ok(n as i64 + 1));
+        db.put(def(&name(n - 1), "3")).unwrap();
+        let report = refresh(&db);
+        assert_eq!(report.table("Val").computed, n as u64, "{report:?}");
+        assert_eq!(value(&db, &name(0)), Ok(n as i64 + 2));
+        // A cycle through the whole chain.
+        db.put(def(&name(n - 1), &name(0))).unwrap();
+        let e = value(&db, &name(2500)).unwrap_err();
+        assert!(e.contains("cycle"), "{}", &e[..200.min(e.len())]);
+        let e = value(&db, &name(0)).unwrap_err();
+        assert!(e.contains("cycle"));
+    })
 }
 
 #[test]
 fn reads_survive_reopening_a_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("reads.db");
-    {
+    within_deadline(1, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reads.db");
+        {
+            let db = Db::open(&path).unwrap();
+            db.put_all(vec![def("o_main", "o_x"), def("o_x", "4")])
+                .unwrap();
+            refresh(&db);
+        }
         let db = Db::open(&path).unwrap();
-        db.put_all(vec![def("o_main", "o_x"), def("o_x", "4")])
-            .unwrap();
-        db.refresh().unwrap();
-    }
-    let db = Db::open(&path).unwrap();
-    db.put(def("o_x", "5")).unwrap();
-    let report = db.refresh().unwrap();
-    assert_eq!(report.table("Val").computed, 2, "{report:?}");
-    assert_eq!(value(&db, "o_main"), Ok(5));
+        db.put(def("o_x", "5")).unwrap();
+        let report = refresh(&db);
+        assert_eq!(report.table("Val").computed, 2, "{report:?}");
+        assert_eq!(value(&db, "o_main"), Ok(5));
+    })
 }
 
 #[test]
 fn get_settles_every_input_of_a_row_before_computing_it() {
-    let db = Db::open_in_memory().unwrap();
-    db.put_all(vec![def("b_main", "b_x 1"), def("b_x", "2")])
-        .unwrap();
-    assert_eq!(db.get::<Both>("b_main").unwrap(), Both { v: 3, d: 6 });
-    db.put(def("b_x", "5")).unwrap();
-    // `Both` is computed from `Val` and `Doubled`: both are brought up to
-    // date first, not just the one on the way to the change.
-    assert_eq!(db.get::<Both>("b_main").unwrap(), Both { v: 6, d: 12 });
-    for t in [
-        db.explain::<Val>("b_main").unwrap(),
-        db.explain::<Doubled>("b_main").unwrap(),
-        db.explain::<Both>("b_main").unwrap(),
-    ] {
-        assert_eq!(t, Staleness::Fresh);
-    }
+    within_deadline(1, || {
+        let db = Db::open_in_memory().unwrap();
+        db.put_all(vec![def("b_main", "b_x 1"), def("b_x", "2")])
+            .unwrap();
+        assert_eq!(db.get::<Both>("b_main").unwrap(), Both { v: 3, d: 6 });
+        db.put(def("b_x", "5")).unwrap();
+        // `Both` is computed from `Val` and `Doubled`: both are brought up to
+        // date first, not just the one on the way to the change.
+        assert_eq!(db.get::<Both>("b_main").unwrap(), Both { v: 6, d: 12 });
+        for t in [
+            db.explain::<Val>("b_main").unwrap(),
+            db.explain::<Doubled>("b_main").unwrap(),
+            db.explain::<Both>("b_main").unwrap(),
+        ] {
+            assert_eq!(t, Staleness::Fresh);
+        }
+    })
 }

@@ -90,14 +90,13 @@ fn a_refresh_after_a_server_restart_leaves_nothing_undone() {
     let next = Db::open(&url).unwrap();
     next.set_lease_ttl(Duration::from_secs(30));
     let started = Instant::now();
-    let next = common::within(
-        Duration::from_secs(60),
-        "the refresh after the restart (waiting for leases that no one gave back?)",
-        move || {
-            next.refresh().expect("the refresh after the restart");
-            next
-        },
-    );
+    let next = common::deadline::within_deadline(1, move || {
+        common::deadline::waiting_for(
+            "the refresh after the restart (leases that no one gave back?)",
+        );
+        next.refresh().expect("the refresh after the restart");
+        next
+    });
     assert_eq!(
         undone(&next),
         (0, 0, 0),

@@ -4,7 +4,12 @@
 
 use rederive::{derive_table, Ctx, Db, Row};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Calls of `link`, counted whether or not the call gave a result (a call
+/// stopped at a read of a row to compute first counts too).
+static LINK_CALLS: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Row, Debug, Clone, PartialEq)]
 #[row(input)]
@@ -24,6 +29,7 @@ pub struct Linked {
 /// A definition's value with every callee's inlined.
 #[derive_table(reads = [Linked])]
 fn link(d: &Def, ctx: &Ctx) -> Result<Linked, String> {
+    LINK_CALLS.fetch_add(1, Ordering::Relaxed);
     let mut v = d.k;
     for c in d.calls.split_whitespace() {
         let id: i64 = c.parse().map_err(|_| format!("bad id {c}"))?;
@@ -83,8 +89,9 @@ fn calls(id: i64) -> String {
 }
 
 /// (g): builds N definitions, then changes definition 0 `rounds` times,
-/// refreshing after each: the time of each refresh, and the rows computed.
-fn one_definition_read_by_100(path: &Path, n: i64, rounds: usize) -> (Vec<Duration>, u64) {
+/// refreshing after each: the time of each refresh, and the rows computed
+/// and the calls of the function in the last.
+fn one_definition_read_by_100(path: &Path, n: i64, rounds: usize) -> (Vec<Duration>, u64, u64) {
     let _ = std::fs::remove_file(path);
     let db = Db::open(path).unwrap();
     db.put_all((0..n).map(|id| Def {
@@ -102,6 +109,7 @@ fn one_definition_read_by_100(path: &Path, n: i64, rounds: usize) -> (Vec<Durati
     );
     let mut times = Vec::new();
     let mut computed = 0;
+    let mut calls = 0;
     for r in 0..rounds {
         db.put(Def {
             id: 0,
@@ -109,12 +117,14 @@ fn one_definition_read_by_100(path: &Path, n: i64, rounds: usize) -> (Vec<Durati
             calls: String::new(),
         })
         .unwrap();
+        let called = LINK_CALLS.load(Ordering::Relaxed);
         let started = Instant::now();
         let report = db.refresh().unwrap();
         times.push(started.elapsed());
         computed = report.table("Linked").computed;
+        calls = LINK_CALLS.load(Ordering::Relaxed) - called;
     }
-    (times, computed)
+    (times, computed, calls)
 }
 
 /// (h): one refresh builds both tables over the same N rows, one after
@@ -160,8 +170,9 @@ pub fn run(dir: &Path, small: bool) {
     let (big, little) = (50_000, 1_000);
     println!("cross-row reads\n");
     let rounds = 7;
-    let (g_little, c_little) = one_definition_read_by_100(&dir.join("g-little.db"), little, rounds);
-    let (g_big, c_big) = one_definition_read_by_100(&dir.join("g-big.db"), big, rounds);
+    let (g_little, c_little, k_little) =
+        one_definition_read_by_100(&dir.join("g-little.db"), little, rounds);
+    let (g_big, c_big, k_big) = one_definition_read_by_100(&dir.join("g-big.db"), big, rounds);
     let median = |v: &[Duration]| {
         let mut v = v.to_vec();
         v.sort();
@@ -170,7 +181,8 @@ pub fn run(dir: &Path, small: bool) {
     println!(
         "(g) one changed definition read by 100 rows: N={little}: first {:.2?}, median {:.2?}; \
          N={big}: first {:.2?}, median {:.2?}; ratio first {:.2}, median {:.2} (target <= 2); \
-         rows computed {c_little} and {c_big} (target 101)",
+         rows computed {c_little} and {c_big} (target 101); calls of the function \
+         {k_little} and {k_big} (target 101: each reader once)",
         g_little[0],
         median(&g_little),
         g_big[0],

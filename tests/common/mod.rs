@@ -3,6 +3,7 @@
 use std::path::Path;
 
 pub mod cli;
+pub mod deadline;
 #[allow(dead_code)]
 pub mod hooked;
 
@@ -201,30 +202,5 @@ impl Rng {
         }
         all.truncate(n);
         all
-    }
-}
-
-/// Runs `f` on a thread of its own and returns what it returns, or fails
-/// the test after `limit` with a message naming `what` it waited for (a
-/// test that would otherwise hang: a refresh waiting forever, a loop that
-/// never ends). The thread is left behind when it does not finish.
-#[allow(dead_code)]
-pub fn within<T: Send + 'static>(
-    limit: std::time::Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(value) => value,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what} did not finish within {limit:?}")
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            panic!("{what} panicked (see above)")
-        }
     }
 }

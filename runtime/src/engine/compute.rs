@@ -1,7 +1,7 @@
 //! Running user functions: a batch's work, in parallel when it pays off,
 //! with panics caught and stored as errors.
 
-use super::deps::{RowReader, Session, Stop};
+use super::deps::{RowId, RowReader, Session, Stop};
 use super::Db;
 use crate::ctx::Ctx;
 use crate::graph::TableId;
@@ -21,6 +21,10 @@ pub(crate) struct Work {
     pub new: bool,
     /// What to do.
     pub kind: WorkKind,
+    /// The derived rows its last computation read (its recorded reads):
+    /// they are settled before the function is called (see
+    /// [`RowReader::settle_read_before`]). Empty for a table without reads.
+    pub read_before: Vec<RowId>,
 }
 
 /// Compute, or record a block.
@@ -157,6 +161,13 @@ fn run(env: Env<'_>, key: Key, work: Work) -> Result<Outcome, Box<Stopped>> {
     let (kind, reads) = match work.kind {
         WorkKind::Compute(inputs) => {
             let reader = RowReader::new(env, &key);
+            if let Some(stop) = reader.settle_read_before(&work.read_before) {
+                return Err(Box::new(Stopped {
+                    key,
+                    stop,
+                    reads: Vec::new(),
+                }));
+            }
             let ctx = Ctx::new(&reader);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 match env.db.graph().closure(env.table) {

@@ -16,8 +16,19 @@
 //! already on the stack closes a cycle: every row of the cycle is stored as
 //! failed with one message naming them all, in an order that does not
 //! depend on where the cycle was entered.
+//!
+//! **A reader runs once.** Before a row's function is called, the rows its
+//! last computation read (its recorded reads) are settled, as salsa
+//! verifies a query's previous dependencies before running it: when one is
+//! not, the function is not called ([`Stop::ReadBefore`]) and that row is
+//! settled first. So a function whose reads are the same rows as last time
+//! is called once; only a read of a row it never read before stops it.
+//! Such a wait is a guess (the function may not read that row this time):
+//! a guess that leads back to a row waiting below it proves no cycle, so
+//! it is given up, and the row that made it is computed without it; only
+//! waits on rows actually read (or computed from) make a cycle.
 
-use super::compute::{Env, Work, WorkKind};
+use super::compute::{Env, Stopped, Work, WorkKind};
 use super::refresh::Plan;
 use super::Db;
 use crate::ctx::{cycle_message, ReadError, ReadRows};
@@ -111,11 +122,24 @@ impl Session {
 pub(crate) enum Stop {
     /// It read a row that must be computed first.
     NotReady(TableId, Key),
+    /// A row its last computation read is not settled: the function was
+    /// not called; that row is settled first.
+    ReadBefore(TableId, Key),
     /// It read a row that waits on it: the rows of the cycle are those of
     /// the stack from this position on, and the row itself.
     Cycle(usize),
     /// The database could not be read.
     Storage(Error),
+}
+
+impl Stop {
+    /// The row to settle before the computation can go on, if any.
+    pub(crate) fn waits_on(&self) -> Option<RowId> {
+        match self {
+            Stop::NotReady(t, k) | Stop::ReadBefore(t, k) => Some((*t, k.clone())),
+            Stop::Cycle(_) | Stop::Storage(_) => None,
+        }
+    }
 }
 
 /// The reads of one computation: what its `ctx` goes through.
@@ -149,6 +173,27 @@ impl<'a> RowReader<'a> {
 
     fn stop(&self, stop: Stop) {
         self.stop.borrow_mut().get_or_insert(stop);
+    }
+
+    /// Before the function is called: the first of `rows` (the derived rows
+    /// its last computation read) that is not settled, as a stop, so that
+    /// it is settled before the call rather than between two calls. A row
+    /// that may close a cycle (the row itself, or one waiting on it) is
+    /// left to the call: only a read makes a cycle.
+    pub(crate) fn settle_read_before(&self, rows: &[RowId]) -> Option<Stop> {
+        let db = self.env.db;
+        for row in rows {
+            let me = row.0 == self.env.table && &row.1 == self.key;
+            if me || self.env.stack.contains(row) {
+                continue;
+            }
+            match db.is_settled_now(self.env.session, row) {
+                Ok(true) => {}
+                Ok(false) => return Some(Stop::ReadBefore(row.0, row.1.clone())),
+                Err(e) => return Some(Stop::Storage(e)),
+            }
+        }
+        None
     }
 }
 
@@ -258,6 +303,63 @@ fn canonical(db: &Db, mut rows: Vec<RowId>) -> Vec<RowId> {
         .map_or(0, |(i, _)| i);
     rows.rotate_left(least);
     rows
+}
+
+/// The rows [`Db::resolve`] settles: each waits on the one above it, the
+/// last is settled first.
+struct Waiting {
+    rows: Vec<RowId>,
+    /// The positions (ascending) of rows put on the stack because the row
+    /// below read them last time: a guess, since it may not read them this
+    /// time. A cycle through one is not proven.
+    guesses: Vec<usize>,
+}
+
+impl Waiting {
+    fn new(rows: Vec<RowId>) -> Waiting {
+        Waiting {
+            rows,
+            guesses: Vec::new(),
+        }
+    }
+
+    /// Where the rows begin whose waits are all proven (each read, or is
+    /// computed from, the one above it).
+    fn proven_from(&self) -> usize {
+        self.guesses.last().copied().unwrap_or(0)
+    }
+
+    fn position(&self, row: &RowId) -> Option<usize> {
+        self.rows.iter().position(|r| r == row)
+    }
+
+    /// Puts a row on the stack on a guess (of the row on top: there is
+    /// one).
+    fn guess(&mut self, row: RowId) {
+        self.guesses.push(self.rows.len());
+        self.rows.push(row);
+    }
+
+    fn pop(&mut self) {
+        self.truncate(self.rows.len().saturating_sub(1));
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.rows.truncate(len);
+        while self.guesses.last().is_some_and(|&g| g >= len) {
+            self.guesses.pop();
+        }
+    }
+
+    /// Gives the last guess up (it led back to a row waiting on it): the
+    /// row that made it is computed without it.
+    fn give_up(&mut self, given_up: &mut HashSet<(RowId, RowId)>) {
+        let Some(&g) = self.guesses.last() else {
+            return;
+        };
+        given_up.insert((self.rows[g - 1].clone(), self.rows[g].clone()));
+        self.truncate(g);
+    }
 }
 
 /// What the judge says about one row, alone.
@@ -475,13 +577,28 @@ impl Db {
         Ok(None)
     }
 
+    /// Whether a derived row is settled (found so now, if not known).
+    fn is_settled_now(&self, session: &Session, row: &RowId) -> Result<bool> {
+        Ok(session.is_settled(row)
+            || self.trusted(session, row.0)?
+            || self.unsettled_path(session, row)?.is_none())
+    }
+
+    /// The derived rows among recorded reads (rows of input tables are
+    /// settled by definition).
+    pub(crate) fn derived_reads(&self, reads: &[RecordedRead]) -> Vec<RowId> {
+        reads
+            .iter()
+            .filter(|r| !self.graph.table(r.read.table).info.input)
+            .map(|r| (r.read.table, r.read.key.clone()))
+            .collect()
+    }
+
     /// The state of a derived row for a read: `Some(state)` once it is
     /// settled (`Some(None)`: there is no such row), `None` when it must be
     /// computed first.
     fn settled_for_read(&self, session: &Session, row: &RowId) -> Result<Option<Option<RowState>>> {
-        let settled = session.is_settled(row)
-            || self.trusted(session, row.0)?
-            || self.unsettled_path(session, row)?.is_none();
+        let settled = self.is_settled_now(session, row)?;
         Ok(if settled {
             Some(self.load_one(row.0, &row.1)?)
         } else {
@@ -539,24 +656,62 @@ impl Db {
     pub(crate) fn resolve(
         &self,
         session: &Session,
-        mut stack: Vec<RowId>,
+        stack: Vec<RowId>,
+        report: &mut Report,
+    ) -> Result<()> {
+        self.resolve_waiting(session, Waiting::new(stack), report)
+    }
+
+    /// Settles a row of table `id` whose computation in a batch stopped:
+    /// what it waits on first, then the row.
+    pub(crate) fn resolve_stopped(
+        &self,
+        session: &Session,
+        id: TableId,
+        stopped: Stopped,
+        report: &mut Report,
+    ) -> Result<()> {
+        let mut waiting = Waiting::new(vec![(id, stopped.key)]);
+        match stopped.stop {
+            Stop::NotReady(t, k) => waiting.rows.push((t, k)),
+            Stop::ReadBefore(t, k) => waiting.guess((t, k)),
+            Stop::Cycle(_) | Stop::Storage(_) => {}
+        }
+        self.resolve_waiting(session, waiting, report)
+    }
+
+    /// [`Db::resolve`], from rows some of which wait on a guess.
+    fn resolve_waiting(
+        &self,
+        session: &Session,
+        mut waiting: Waiting,
         report: &mut Report,
     ) -> Result<()> {
         // The reads of each waiting row's last (stopped) computation.
         let mut reads_at: HashMap<RowId, Vec<Read>> = HashMap::new();
-        'rows: while let Some(top) = stack.last().cloned() {
+        // Guesses given up: (row, a row it read last time) whose settling
+        // led back to a row waiting on it.
+        let mut given_up: HashSet<(RowId, RowId)> = HashSet::new();
+        'rows: while let Some(top) = waiting.rows.last().cloned() {
             self.check_cancel()?;
             if session.is_settled(&top) {
-                stack.pop();
+                waiting.pop();
                 continue;
             }
             let Some(path) = self.unsettled_path(session, &top)? else {
-                stack.pop();
+                waiting.pop();
                 continue;
             };
             if path.len() > 1 {
                 // A row it depends on needs computing first.
-                self.wait_on(session, &mut stack, &path[1..], &reads_at, report)?;
+                self.wait_on(
+                    session,
+                    &mut waiting,
+                    &path[1..],
+                    &mut given_up,
+                    &reads_at,
+                    report,
+                )?;
                 continue;
             }
             let (id, key) = top.clone();
@@ -567,7 +722,14 @@ impl Db {
                     continue;
                 }
                 if let Some(path) = self.unsettled_path(session, &(input, key.clone()))? {
-                    self.wait_on(session, &mut stack, &path, &reads_at, report)?;
+                    self.wait_on(
+                        session,
+                        &mut waiting,
+                        &path,
+                        &mut given_up,
+                        &reads_at,
+                        report,
+                    )?;
                     continue 'rows;
                 }
             }
@@ -576,10 +738,18 @@ impl Db {
                     // Settled meanwhile, or cannot be computed (an input
                     // row is gone): the caller finds out which.
                     session.settle(top);
-                    stack.pop();
+                    waiting.pop();
                 }
-                Plan::Work(work) => {
-                    let below = &stack[..stack.len() - 1];
+                Plan::Work(mut work) => {
+                    // No guess that leads straight back to a row waiting
+                    // here, nor one given up.
+                    work.read_before.retain(|r| {
+                        !waiting.rows.contains(r) && !given_up.contains(&(top.clone(), r.clone()))
+                    });
+                    // Cycles are looked for among the rows above the last
+                    // guess only: below it, a wait is not proven.
+                    let proven = waiting.proven_from();
+                    let below = &waiting.rows[proven..waiting.rows.len() - 1];
                     let done = self.execute(
                         session,
                         id,
@@ -590,13 +760,34 @@ impl Db {
                     let skipped = !done.held.is_empty();
                     report.record(self.name(id), done.report);
                     if let Some(stopped) = done.stopped.into_iter().next() {
-                        reads_at.insert(top, stopped.reads);
+                        reads_at.insert(top.clone(), stopped.reads);
                         match stopped.stop {
-                            Stop::NotReady(t, k) => stack.push((t, k)),
+                            Stop::NotReady(t, k) => {
+                                let row = (t, k);
+                                match waiting.position(&row) {
+                                    // It read a row waiting below a guess.
+                                    Some(p) if p < proven => waiting.give_up(&mut given_up),
+                                    Some(p) => {
+                                        let cycle = waiting.rows[p..].to_vec();
+                                        self.write_cycle(session, cycle, &reads_at, report)?;
+                                        waiting.truncate(p);
+                                    }
+                                    None => waiting.rows.push(row),
+                                }
+                            }
+                            Stop::ReadBefore(t, k) => {
+                                let row = (t, k);
+                                if waiting.position(&row).is_some() {
+                                    given_up.insert((top, row));
+                                } else {
+                                    waiting.guess(row);
+                                }
+                            }
                             Stop::Cycle(p) => {
-                                let cycle = stack[p..].to_vec();
+                                let p = proven + p;
+                                let cycle = waiting.rows[p..].to_vec();
                                 self.write_cycle(session, cycle, &reads_at, report)?;
-                                stack.truncate(p);
+                                waiting.truncate(p);
                             }
                             Stop::Storage(e) => return Err(e),
                         }
@@ -605,7 +796,7 @@ impl Db {
                         // (or for its lease to expire), then look again.
                         std::thread::sleep(Duration::from_millis(10));
                     } else {
-                        stack.pop();
+                        waiting.pop();
                     }
                 }
             }
@@ -613,27 +804,33 @@ impl Db {
         Ok(())
     }
 
-    /// The top of `stack` waits on the rows of `path` (each depending on
+    /// The top of `waiting` waits on the rows of `path` (each depending on
     /// the next): they go on the stack, unless one of them is on it
-    /// already, which closes a cycle (stored, and taken off the stack).
+    /// already, which closes a cycle (stored, and taken off the stack) when
+    /// no guess is on the way round, and else gives the last guess up.
     fn wait_on(
         &self,
         session: &Session,
-        stack: &mut Vec<RowId>,
+        waiting: &mut Waiting,
         path: &[RowId],
+        given_up: &mut HashSet<(RowId, RowId)>,
         reads_at: &HashMap<RowId, Vec<Read>>,
         report: &mut Report,
     ) -> Result<()> {
         for (i, row) in path.iter().enumerate() {
-            if let Some(p) = stack.iter().position(|r| r == row) {
-                let mut cycle = stack[p..].to_vec();
+            if let Some(p) = waiting.position(row) {
+                if p < waiting.proven_from() {
+                    waiting.give_up(given_up);
+                    return Ok(());
+                }
+                let mut cycle = waiting.rows[p..].to_vec();
                 cycle.extend(path[..i].iter().cloned());
                 self.write_cycle(session, cycle, reads_at, report)?;
-                stack.truncate(p);
+                waiting.truncate(p);
                 return Ok(());
             }
         }
-        stack.extend(path.iter().cloned());
+        waiting.rows.extend(path.iter().cloned());
         Ok(())
     }
 
@@ -710,6 +907,7 @@ impl Db {
                         message: message.clone(),
                         reads,
                     },
+                    read_before: Vec::new(),
                 };
                 batches.entry(*id).or_default().push((key.clone(), work));
             }

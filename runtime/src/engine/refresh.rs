@@ -3,7 +3,7 @@
 //! to date on demand.
 
 use super::compute::{compute_ahead, Env, Work, WorkKind, PARALLEL_ABOVE};
-use super::deps::{RowId, Session, Stop};
+use super::deps::{RowId, Session};
 use super::{Db, BATCH};
 use crate::error::{Error, Result};
 use crate::graph::TableId;
@@ -110,7 +110,16 @@ impl Db {
                     .collect(),
             )
         });
-        Plan::Work(Work { ins, new, kind })
+        let read_before = match kind {
+            WorkKind::Compute(_) => self.derived_reads(reads),
+            _ => Vec::new(),
+        };
+        Plan::Work(Work {
+            ins,
+            new,
+            kind,
+            read_before,
+        })
     }
 
     /// Computes every missing and stale row, table by table in topological
@@ -453,9 +462,9 @@ impl Db {
         // while that makes progress (rows of one batch reading each other:
         // a layer at a time); the rest are resolved one by one.
         loop {
-            let (ready, waiting): (Vec<_>, Vec<_>) = stopped.into_iter().partition(
-                |s| matches!(&s.stop, Stop::NotReady(t, k) if session.is_settled(&(*t, k.clone()))),
-            );
+            let (ready, waiting): (Vec<_>, Vec<_>) = stopped
+                .into_iter()
+                .partition(|s| s.stop.waits_on().is_some_and(|r| session.is_settled(&r)));
             stopped = waiting;
             if ready.is_empty() {
                 break;
@@ -476,12 +485,8 @@ impl Db {
             held.extend(done.held);
         }
         for stopped in stopped {
-            let mut stack = vec![(id, stopped.key)];
-            if let Stop::NotReady(t, k) = stopped.stop {
-                stack.push((t, k));
-            }
             let mut resolved = Report::default();
-            self.resolve(session, stack, &mut resolved)?;
+            self.resolve_stopped(session, id, stopped, &mut resolved)?;
             for (t, r) in resolved.tables {
                 if t == name {
                     report.add(&r);

@@ -194,6 +194,7 @@ impl Db {
                     ins,
                     new,
                     kind: WorkKind::Compute(_),
+                    ..
                 }) = self.plan(id, &key, states, &[], None, Mode::OnDemand)
                 else {
                     continue;
