@@ -13,7 +13,7 @@
 //!
 //! `REDERIVE_SIM_SEEDS=N` runs N seeds instead of the few of the normal
 //! suite; `REDERIVE_SIM_STEPS=N` changes the steps per seed.
-use rederive::replica::shared::{RowKey, SharedRow};
+use rederive::replica::shared::{SharedPage, SharedRow};
 use rederive::replica::version::{event_bytes, Version};
 use rederive::replica::{sync, Peer, PeerInfo};
 use rederive::storage::{Applied, Changes, SyncCursor};
@@ -141,13 +141,16 @@ impl Peer for Crashy<'_> {
     fn absorb(&self, from: &str, id: &rederive::itc::Id) -> rederive::Result<()> {
         self.db.absorb(from, id)
     }
-    fn shared_rows(&self, keys: &[RowKey]) -> rederive::Result<Vec<SharedRow>> {
-        self.tick()?;
-        self.db.shared_rows(keys)
+    fn shared_checkpoint(&self, of: &str) -> rederive::Result<i64> {
+        self.db.shared_checkpoint(of)
     }
-    fn adopt(&self, rows: &[SharedRow]) -> rederive::Result<u64> {
+    fn shared_after(&self, to: &str, after: i64, _: usize) -> rederive::Result<SharedPage> {
         self.tick()?;
-        self.db.adopt(rows)
+        self.db.shared_after(to, after, 1)
+    }
+    fn adopt(&self, from: &str, rows: &[SharedRow], upto: i64) -> rederive::Result<u64> {
+        self.tick()?;
+        self.db.adopt_from(from, rows, upto)
     }
 }
 
