@@ -383,6 +383,30 @@ fn rows_refreshed_after_the_sync_that_brought_their_inputs_travel_too() {
     assert_eq!((r.reused_here, r.reused_there), (0, 0), "{r:?}");
 }
 
+#[test]
+fn a_value_changed_and_changed_back_is_offered_by_the_side_that_kept_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let desk = open(&dir.path().join("desk.db"), "1");
+    desk.put_all((0..4).map(|i| doc(i, "two words"))).unwrap();
+    desk.refresh().unwrap();
+    let laptop = desk.fork_replica(dir.path().join("laptop.db")).unwrap();
+    // On the laptop, document 1 changes and changes back: its rows are
+    // stale there, while the desk's, of the same input values, stay fresh
+    // when the versions arrive.
+    laptop.put(doc(1, "something else")).unwrap();
+    laptop.put(doc(1, "two words")).unwrap();
+    let r = desk.sync_with(&laptop).unwrap();
+    // Words and Upper; Size stays fresh behind Words' early cutoff.
+    assert_eq!((r.received, r.reused_there), (1, 2), "{r:?}");
+    calls();
+    laptop.refresh().unwrap();
+    desk.refresh().unwrap();
+    let c = calls();
+    assert_eq!(pipeline(&c), 0, "{c:?}");
+    check_clean(&laptop, 0..4);
+}
+
 /// The desk's and the laptop's input rows are in sync after a random
 /// history of writes, deletions, refreshes and syncs; one of them
 /// refreshes, a sync follows: the other computes nothing of the pipeline.
@@ -460,25 +484,21 @@ fn whatever_the_history_the_side_that_refreshes_second_computes_nothing() {
     }
 }
 
-/// A peer whose side of the offers of derived rows fails: a sync cut
-/// short after the input versions, before the offers.
-struct OffersFail<'a>(&'a Db);
-
-impl OffersFail<'_> {
-    fn cut() -> rederive::Error {
-        rederive::Error::Replica {
-            replica: "offers-fail".into(),
-            reason: "the connection dropped".into(),
-        }
-    }
+/// A peer cut short in the offers of derived rows: with `offers_fail`,
+/// its own offers fail (the connection drops); always, the offers it
+/// receives arrive with the first row's values damaged, so that storing
+/// them fails in its own code.
+struct CutShort<'a> {
+    db: &'a Db,
+    offers_fail: bool,
 }
 
-impl rederive::replica::Peer for OffersFail<'_> {
+impl rederive::replica::Peer for CutShort<'_> {
     fn describe(&self) -> rederive::Result<rederive::replica::PeerInfo> {
-        self.0.describe()
+        self.db.describe()
     }
     fn checkpoint(&self, of: &str) -> rederive::Result<rederive::storage::SyncCursor> {
-        self.0.checkpoint(of)
+        self.db.checkpoint(of)
     }
     fn changes_after(
         &self,
@@ -486,7 +506,7 @@ impl rederive::replica::Peer for OffersFail<'_> {
         after: &rederive::storage::SyncCursor,
         limit: usize,
     ) -> rederive::Result<rederive::storage::Changes> {
-        self.0.changes_after(to, after, limit)
+        self.db.changes_after(to, after, limit)
     }
     fn apply(
         &self,
@@ -494,29 +514,39 @@ impl rederive::replica::Peer for OffersFail<'_> {
         versions: &[rederive::replica::version::Version],
         upto: &rederive::storage::SyncCursor,
     ) -> rederive::Result<rederive::storage::Applied> {
-        self.0.apply(from, versions, upto)
+        self.db.apply(from, versions, upto)
     }
     fn absorb(&self, from: &str, id: &rederive::itc::Id) -> rederive::Result<()> {
-        self.0.absorb(from, id)
+        self.db.absorb(from, id)
     }
     fn shared_checkpoint(&self, of: &str) -> rederive::Result<i64> {
-        self.0.shared_checkpoint(of)
+        self.db.shared_checkpoint(of)
     }
     fn shared_after(
         &self,
-        _: &str,
-        _: i64,
-        _: usize,
+        to: &str,
+        after: i64,
+        limit: usize,
     ) -> rederive::Result<rederive::replica::shared::SharedPage> {
-        Err(Self::cut())
+        if self.offers_fail {
+            return Err(rederive::Error::Replica {
+                replica: "cut-short".into(),
+                reason: "the connection dropped".into(),
+            });
+        }
+        self.db.shared_after(to, after, limit)
     }
     fn adopt(
         &self,
-        _: &str,
-        _: &[rederive::replica::shared::SharedRow],
-        _: i64,
+        from: &str,
+        rows: &[rederive::replica::shared::SharedRow],
+        upto: i64,
     ) -> rederive::Result<u64> {
-        Err(Self::cut())
+        let mut rows = rows.to_vec();
+        if let Some(first) = rows.first_mut() {
+            first.values.push(rederive::Value::Null);
+        }
+        self.db.adopt_from(from, &rows, upto)
     }
 }
 
@@ -527,35 +557,48 @@ fn a_sync_cut_short_before_the_offers_offers_them_at_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let desk = open(&dir.path().join("desk.db"), "1");
     let laptop = desk.fork_replica(dir.path().join("laptop.db")).unwrap();
+    let desk_name = desk.replica_meta().unwrap().unwrap().name;
+    let laptop_name = laptop.replica_meta().unwrap().unwrap().name;
     desk.put_all((0..10).map(|i| doc(i, &format!("doc {i}"))))
         .unwrap();
     desk.refresh().unwrap();
+
+    // The versions arrive; the desk's offers do not.
+    let cut = CutShort {
+        db: &desk,
+        offers_fail: true,
+    };
+    let err = sync(&laptop, &cut).unwrap_err().to_string();
+    assert!(err.contains("the connection dropped"), "{err}");
+    assert_eq!(laptop.get::<Doc>(3).unwrap().text, "doc 3");
+    assert_eq!(laptop.shared_checkpoint(&desk_name).unwrap(), 0);
+    // The next sync sends no versions, and offers the rows.
+    let r = laptop.sync_with(&desk).unwrap();
+    assert_eq!((r.sent, r.received, r.reused_here), (0, 0, 30), "{r:?}");
+    calls();
+    laptop.refresh().unwrap();
+    let c = calls();
+    assert_eq!(pipeline(&c), 0, "{c:?}");
+
+    // The laptop's offers fail in the desk's own code: the desk's
+    // checkpoint stays where it was, and the next sync offers them again.
     laptop
         .put_all((10..14).map(|i| doc(i, &format!("laptop doc {i}"))))
         .unwrap();
     laptop.refresh().unwrap();
-
-    // The versions went both ways; no derived row did.
-    let err = sync(&laptop, &OffersFail(&desk)).unwrap_err().to_string();
-    assert!(err.contains("the connection dropped"), "{err}");
-    assert_eq!(laptop.get::<Doc>(3).unwrap().text, "doc 3");
+    let before = desk.shared_checkpoint(&laptop_name).unwrap();
+    let cut = CutShort {
+        db: &desk,
+        offers_fail: false,
+    };
+    let err = sync(&laptop, &cut).unwrap_err().to_string();
+    assert!(err.contains("do not fit"), "{err}");
     assert_eq!(desk.get::<Doc>(12).unwrap().text, "laptop doc 12");
-    let desk_name = desk.replica_meta().unwrap().unwrap().name;
-    let laptop_name = laptop.replica_meta().unwrap().unwrap().name;
-    let offered = desk.shared_after(&laptop_name, 0, 1000).unwrap();
-    assert_eq!(
-        laptop.shared_checkpoint(&desk_name).unwrap(),
-        0,
-        "the laptop stored none of the desk's offers ({} rows)",
-        offered.rows.len()
-    );
-
-    // The next sync sends no versions, and offers the rows.
-    let r = laptop.sync_with(&desk).unwrap();
+    assert_eq!(desk.shared_checkpoint(&laptop_name).unwrap(), before);
+    let r = desk.sync_with(&laptop).unwrap();
     assert_eq!((r.sent, r.received), (0, 0), "{r:?}");
-    assert_eq!((r.reused_here, r.reused_there), (30, 12), "{r:?}");
+    assert!(r.reused_here > 0, "{r:?}");
     calls();
-    laptop.refresh().unwrap();
     desk.refresh().unwrap();
     let c = calls();
     assert_eq!(pipeline(&c), 0, "{c:?}");
