@@ -9,7 +9,9 @@
 //! be such a part); after healing, every replica holds the same versions,
 //! lists the same conflicts, derives the same rows as a clean computation,
 //! and no acknowledged write is lost unless a write that saw it replaced
-//! it.
+//! it. After every complete sync, a derived row fresh on one side is fresh
+//! on the other: the side that refreshes next computes nothing its peer
+//! computed from the same inputs and code.
 //!
 //! `REDERIVE_SIM_SEEDS=N` runs N seeds instead of the few of the normal
 //! suite; `REDERIVE_SIM_STEPS=N` changes the steps per seed.
@@ -249,6 +251,21 @@ impl Sim {
                     self.oracle.state[rb].insert(key, m);
                 }
                 self.log.push(format!("sync r{ra} r{rb}"));
+                // Their inputs agree now: a derived row fresh on one side
+                // is fresh on the other (stored from the offer, or fresh
+                // there already), so a refresh there computes nothing a
+                // peer computed, whatever the order of refreshes and syncs.
+                for key in 0..KEYS {
+                    let fresh =
+                        |db: &Db| matches!(db.explain::<Loud>(key), Ok(rederive::Staleness::Fresh));
+                    assert_eq!(
+                        fresh(da),
+                        fresh(db),
+                        "Loud {key} fresh on one of r{ra} and r{rb} only, after their sync; \
+                         steps:\n{}",
+                        self.log.join("\n")
+                    );
+                }
             }
             Some(calls) => {
                 let crashy = Crashy {
@@ -381,6 +398,7 @@ fn run(seed: u64, steps: usize) -> u64 {
             // Refreshed replicas offer their derived rows when they sync.
             94..=99 => {
                 sim.live[a].1.refresh().unwrap();
+                sim.log.push(format!("refresh r{}", sim.live[a].0));
             }
             _ => {}
         }
