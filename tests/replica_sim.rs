@@ -9,11 +9,13 @@
 //! be such a part); after healing, every replica holds the same versions,
 //! lists the same conflicts, derives the same rows as a clean computation,
 //! and no acknowledged write is lost unless a write that saw it replaced
-//! it.
+//! it. After every complete sync, a derived row fresh on one side is fresh
+//! on the other: the side that refreshes next computes nothing its peer
+//! computed from the same inputs and code.
 //!
 //! `REDERIVE_SIM_SEEDS=N` runs N seeds instead of the few of the normal
 //! suite; `REDERIVE_SIM_STEPS=N` changes the steps per seed.
-use rederive::replica::shared::{RowKey, SharedRow};
+use rederive::replica::shared::{SharedPage, SharedRow};
 use rederive::replica::version::{event_bytes, Version};
 use rederive::replica::{sync, Peer, PeerInfo};
 use rederive::storage::{Applied, Changes, SyncCursor};
@@ -141,13 +143,16 @@ impl Peer for Crashy<'_> {
     fn absorb(&self, from: &str, id: &rederive::itc::Id) -> rederive::Result<()> {
         self.db.absorb(from, id)
     }
-    fn shared_rows(&self, keys: &[RowKey]) -> rederive::Result<Vec<SharedRow>> {
-        self.tick()?;
-        self.db.shared_rows(keys)
+    fn shared_checkpoint(&self, of: &str) -> rederive::Result<i64> {
+        self.db.shared_checkpoint(of)
     }
-    fn adopt(&self, rows: &[SharedRow]) -> rederive::Result<u64> {
+    fn shared_after(&self, to: &str, after: i64, _: usize) -> rederive::Result<SharedPage> {
         self.tick()?;
-        self.db.adopt(rows)
+        self.db.shared_after(to, after, 1)
+    }
+    fn adopt(&self, from: &str, rows: &[SharedRow], upto: i64) -> rederive::Result<u64> {
+        self.tick()?;
+        self.db.adopt_from(from, rows, upto)
     }
 }
 
@@ -246,6 +251,21 @@ impl Sim {
                     self.oracle.state[rb].insert(key, m);
                 }
                 self.log.push(format!("sync r{ra} r{rb}"));
+                // Their inputs agree now: a derived row fresh on one side
+                // is fresh on the other (stored from the offer, or fresh
+                // there already), so a refresh there computes nothing a
+                // peer computed, whatever the order of refreshes and syncs.
+                for key in 0..KEYS {
+                    let fresh =
+                        |db: &Db| matches!(db.explain::<Loud>(key), Ok(rederive::Staleness::Fresh));
+                    assert_eq!(
+                        fresh(da),
+                        fresh(db),
+                        "Loud {key} fresh on one of r{ra} and r{rb} only, after their sync; \
+                         steps:\n{}",
+                        self.log.join("\n")
+                    );
+                }
             }
             Some(calls) => {
                 let crashy = Crashy {
@@ -378,6 +398,7 @@ fn run(seed: u64, steps: usize) -> u64 {
             // Refreshed replicas offer their derived rows when they sync.
             94..=99 => {
                 sim.live[a].1.refresh().unwrap();
+                sim.log.push(format!("refresh r{}", sim.live[a].0));
             }
             _ => {}
         }

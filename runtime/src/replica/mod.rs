@@ -10,8 +10,9 @@
 //! resumes where it stopped). Concurrent versions are kept side by side
 //! and listed by [`Db::conflicts`]; the input table holds a deterministic
 //! winner, the same on every replica, and derived rows are computed from
-//! it. After the versions, each side offers the other its fresh derived
-//! rows at the keys it sent, and the other stores those its own code would
+//! it. After the versions, each side offers the other the fresh derived
+//! rows it wrote since the two last met (a stream and a checkpoint per
+//! peer, as for versions), and the other stores those its own code would
 //! compute from its own rows ([`shared`]), rather than computing them.
 //!
 //! # How a machine joins, and what not to do
@@ -36,15 +37,15 @@ use crate::storage::{Applied, Changes, ReplicaMeta, Replicas, SyncCursor};
 use crate::value::Key;
 use rederive_itc::Id;
 use serde::Serialize;
-use shared::{RowKey, SharedRow};
-use std::collections::BTreeSet;
+use shared::{SharedPage, SharedRow};
 use std::path::Path;
 use version::Version;
 
 /// How many versions one sync message carries.
 pub const SYNC_BATCH: usize = 2_000;
 
-/// How many input rows' derived rows one request asks for.
+/// How many written derived rows (each offered with the rows of its root
+/// key) one request asks for.
 pub const SHARE_BATCH: usize = 500;
 
 /// What [`Db::sync_with`] did.
@@ -121,16 +122,28 @@ pub trait Peer {
     fn apply(&self, from: &str, versions: &[Version], upto: &SyncCursor) -> Result<Applied>;
     /// Hands the retiring replica `from`'s clock id to the peer.
     fn absorb(&self, from: &str, id: &Id) -> Result<()>;
-    /// The peer's fresh derived rows at the keys of these input rows (see
-    /// [`shared`]). The default offers none.
-    fn shared_rows(&self, keys: &[RowKey]) -> Result<Vec<SharedRow>> {
-        let _ = keys;
-        Ok(Vec::new())
+    /// Where the peer is in the stream of derived rows of the replica
+    /// named `of` (see [`shared`]). The default is the start.
+    fn shared_checkpoint(&self, of: &str) -> Result<i64> {
+        let _ = of;
+        Ok(0)
     }
-    /// Stores the offered derived rows the peer would compute itself;
-    /// returns how many. The default stores none.
-    fn adopt(&self, rows: &[SharedRow]) -> Result<u64> {
-        let _ = rows;
+    /// The derived rows the peer wrote after `after` in its stream, offered
+    /// to the replica `to` (see [`shared`]). The default offers none.
+    fn shared_after(&self, to: &str, after: i64, limit: usize) -> Result<SharedPage> {
+        let _ = (to, limit);
+        Ok(SharedPage {
+            rows: Vec::new(),
+            next: after,
+            more: false,
+        })
+    }
+    /// Stores the derived rows offered by the replica `from` that the peer
+    /// would compute itself, then moves the peer's checkpoint in `from`'s
+    /// stream to `upto`; returns how many rows it stored. The default
+    /// stores none and keeps no checkpoint.
+    fn adopt(&self, from: &str, rows: &[SharedRow], upto: i64) -> Result<u64> {
+        let _ = (from, rows, upto);
         Ok(0)
     }
 }
@@ -220,6 +233,11 @@ impl Db {
             child.set_replica(&child_meta)?;
             child.apply(self.graph(), &me.name, &[], &upto)?;
             self.replicas_op(|r| r.apply(self.graph(), &child_meta.name, &[], &upto))?;
+            // Each side holds the derived rows the other wrote up to the
+            // copy, too.
+            let head = child.derived_head()?;
+            child.derived_received(&me.name, 0, &[], head)?;
+            self.replicas_op(|r| r.derived_received(&child_meta.name, 0, &[], head))?;
         }
         if path.exists() {
             let _ = std::fs::remove_file(&tmp);
@@ -338,12 +356,16 @@ impl Peer for Db {
         self.replicas_op(|r| r.absorb(from, id))
     }
 
-    fn shared_rows(&self, keys: &[RowKey]) -> Result<Vec<SharedRow>> {
-        Db::shared_rows(self, keys)
+    fn shared_checkpoint(&self, of: &str) -> Result<i64> {
+        self.replicas_op(|r| r.derived_checkpoint(of))
     }
 
-    fn adopt(&self, rows: &[SharedRow]) -> Result<u64> {
-        Db::adopt(self, rows)
+    fn shared_after(&self, to: &str, after: i64, limit: usize) -> Result<SharedPage> {
+        Db::shared_after(self, to, after, limit)
+    }
+
+    fn adopt(&self, from: &str, rows: &[SharedRow], upto: i64) -> Result<u64> {
+        self.adopt_from(from, rows, upto)
     }
 }
 
@@ -425,8 +447,6 @@ fn check_pair(
 struct Sent {
     versions: u64,
     changed: u64,
-    /// The input rows the versions were of.
-    keys: BTreeSet<RowKey>,
 }
 
 /// Sends what `from` stored since `to` last received from it.
@@ -441,11 +461,6 @@ fn send(from: &dyn Peer, from_name: &str, to: &dyn Peer, to_name: &str) -> Resul
         let applied = to.apply(from_name, &page.versions, &page.next)?;
         sent.versions += page.versions.len() as u64;
         sent.changed += applied.changed;
-        sent.keys.extend(
-            page.versions
-                .iter()
-                .map(|v| (v.table.clone(), v.key.clone())),
-        );
         cursor = page.next;
         if !page.more {
             return Ok(sent);
@@ -453,18 +468,23 @@ fn send(from: &dyn Peer, from_name: &str, to: &dyn Peer, to_name: &str) -> Resul
     }
 }
 
-/// Offers `to` the derived rows `from` holds at `keys`; returns how many
-/// `to` stored.
-fn share(from: &dyn Peer, to: &dyn Peer, keys: &BTreeSet<RowKey>) -> Result<u64> {
-    let keys: Vec<RowKey> = keys.iter().cloned().collect();
+/// Offers `to` the derived rows `from` wrote since `to` last stored its
+/// offers, page by page; `to` moves its checkpoint after storing each
+/// page. Returns how many rows `to` stored.
+fn share(from: &dyn Peer, from_name: &str, to: &dyn Peer, to_name: &str) -> Result<u64> {
+    let mut cursor = to.shared_checkpoint(from_name)?;
     let mut adopted = 0;
-    for chunk in keys.chunks(SHARE_BATCH) {
-        let rows = from.shared_rows(chunk)?;
-        if !rows.is_empty() {
-            adopted += to.adopt(&rows)?;
+    loop {
+        let page = from.shared_after(to_name, cursor, SHARE_BATCH)?;
+        if page.next == cursor && page.rows.is_empty() {
+            return Ok(adopted);
+        }
+        adopted += to.adopt(from_name, &page.rows, page.next)?;
+        cursor = page.next;
+        if !page.more {
+            return Ok(adopted);
         }
     }
-    Ok(adopted)
 }
 
 /// Syncs `local` with `remote`, both ways.
@@ -473,9 +493,10 @@ pub fn sync(local: &Db, remote: &dyn Peer) -> Result<SyncReport> {
     let here = send(remote, &them.name, local, &me.name)?;
     let there = send(local, &me.name, remote, &them.name)?;
     // Input rows first, both ways, so that each side judges the offered
-    // derived rows against inputs that agree.
-    let reused_here = share(remote, local, &here.keys)?;
-    let reused_there = share(local, remote, &there.keys)?;
+    // derived rows against inputs that agree. Rows stored here from the
+    // remote's offer are not offered back to it.
+    let reused_here = share(remote, &them.name, local, &me.name)?;
+    let reused_there = share(local, &me.name, remote, &them.name)?;
     let conflicts = local
         .replicas_op(|r| r.conflicts(None, usize::MAX >> 1))?
         .len() as u64;
@@ -516,6 +537,8 @@ pub fn retire(local: &Db, remote: &dyn Peer) -> Result<()> {
     };
     local.replicas_op(|r| r.set_replica(&retiring))?;
     send(local, &me.name, remote, &them.name)?;
+    // What this replica computed need not be computed there.
+    share(local, &me.name, remote, &them.name)?;
     remote.absorb(&me.name, &me.id)?;
     let retired = ReplicaMeta {
         id: Id::zero(),

@@ -25,8 +25,9 @@
 //! | [`Peer::changes_after`] | `POST /replica/changes` | to, cursor, limit | [`Changes`] |
 //! | [`Peer::apply`] | `POST /replica/apply` | from, versions, upto | [`Applied`] |
 //! | [`Peer::absorb`] | `POST /replica/absorb` | from, clock id | an acknowledgement |
-//! | [`Peer::shared_rows`] | `POST /replica/shared` | input rows (table, key) | [`SharedRow`]s |
-//! | [`Peer::adopt`] | `POST /replica/adopt` | [`SharedRow`]s | how many were stored |
+//! | [`Peer::shared_checkpoint`] | `GET /replica/shared-checkpoint?of=NAME` | none | a position |
+//! | [`Peer::shared_after`] | `POST /replica/shared` | to, position, limit | [`SharedPage`] |
+//! | [`Peer::adopt`] | `POST /replica/adopt` | from, [`SharedRow`]s, upto | how many were stored |
 //!
 //! Bodies are `application/octet-stream` in the encoding of
 //! [`crate::replica::codec`]: every message starts with the wire format
@@ -39,7 +40,7 @@
 //! reaches it can write into the database.
 
 use super::codec::{Reader, Writer};
-use super::shared::{RowKey, SharedRow};
+use super::shared::{SharedPage, SharedRow};
 use super::version::{event_bytes, event_from_bytes, id_bytes, id_from_bytes, Version};
 use super::{Peer, PeerInfo};
 use crate::engine::Db;
@@ -53,7 +54,7 @@ use std::time::Duration;
 
 /// The wire format version, the first byte of every message. A peer that
 /// receives another one refuses the message.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
 
 /// The largest body either side reads (a page of versions is far smaller
 /// unless its rows are huge).
@@ -85,6 +86,7 @@ enum Kind {
     Shared = 10,
     AdoptRequest = 11,
     Adopted = 12,
+    SharedCursor = 13,
 }
 
 impl Kind {
@@ -102,6 +104,7 @@ impl Kind {
             Kind::Shared => "page of derived rows",
             Kind::AdoptRequest => "offer of derived rows",
             Kind::Adopted => "adopt result",
+            Kind::SharedCursor => "checkpoint of derived rows",
         }
     }
 }
@@ -375,25 +378,41 @@ fn decode_absorb_request(bytes: &[u8]) -> Result<(String, Id), String> {
     decode(bytes, Kind::AbsorbRequest, |r| Ok((r.text()?, read_id(r)?)))
 }
 
-fn encode_shared_request(keys: &[RowKey]) -> Vec<u8> {
+/// The arguments of [`Peer::shared_after`].
+#[derive(Debug, Clone, PartialEq)]
+struct SharedRequest {
+    to: String,
+    after: i64,
+    limit: usize,
+}
+
+fn encode_shared_request(to: &str, after: i64, limit: usize) -> Vec<u8> {
     let mut w = message(Kind::SharedRequest);
-    w.uint(keys.len() as u64);
-    for (table, key) in keys {
-        w.text(table);
-        w.key(key);
-    }
+    w.text(to);
+    w.int(after);
+    w.uint(limit as u64);
     w.bytes
 }
 
-fn decode_shared_request(bytes: &[u8]) -> Result<Vec<RowKey>, String> {
+fn decode_shared_request(bytes: &[u8]) -> Result<SharedRequest, String> {
     decode(bytes, Kind::SharedRequest, |r| {
-        let n = r.len()?;
-        let mut out = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            out.push((r.text()?, r.key()?));
-        }
-        Ok(out)
+        Ok(SharedRequest {
+            to: r.text()?,
+            after: r.int()?,
+            // A limit beyond the address space asks for everything.
+            limit: usize::try_from(r.uint()?).unwrap_or(usize::MAX),
+        })
     })
+}
+
+fn encode_shared_cursor(seq: i64) -> Vec<u8> {
+    let mut w = message(Kind::SharedCursor);
+    w.int(seq);
+    w.bytes
+}
+
+fn decode_shared_cursor(bytes: &[u8]) -> Result<i64, String> {
+    decode(bytes, Kind::SharedCursor, |r| r.int())
 }
 
 fn write_shared(w: &mut Writer, rows: &[SharedRow]) {
@@ -425,24 +444,48 @@ fn read_shared(r: &mut Reader<'_>) -> Result<Vec<SharedRow>, String> {
     Ok(out)
 }
 
-fn encode_shared(rows: &[SharedRow]) -> Vec<u8> {
+fn encode_shared(page: &SharedPage) -> Vec<u8> {
     let mut w = message(Kind::Shared);
-    write_shared(&mut w, rows);
+    write_shared(&mut w, &page.rows);
+    w.int(page.next);
+    write_flag(&mut w, page.more);
     w.bytes
 }
 
-fn decode_shared(bytes: &[u8]) -> Result<Vec<SharedRow>, String> {
-    decode(bytes, Kind::Shared, read_shared)
+fn decode_shared(bytes: &[u8]) -> Result<SharedPage, String> {
+    decode(bytes, Kind::Shared, |r| {
+        Ok(SharedPage {
+            rows: read_shared(r)?,
+            next: r.int()?,
+            more: read_flag(r)?,
+        })
+    })
 }
 
-fn encode_adopt_request(rows: &[SharedRow]) -> Vec<u8> {
+/// The arguments of [`Peer::adopt`].
+#[derive(Debug, Clone, PartialEq)]
+struct AdoptRequest {
+    from: String,
+    rows: Vec<SharedRow>,
+    upto: i64,
+}
+
+fn encode_adopt_request(from: &str, rows: &[SharedRow], upto: i64) -> Vec<u8> {
     let mut w = message(Kind::AdoptRequest);
+    w.text(from);
     write_shared(&mut w, rows);
+    w.int(upto);
     w.bytes
 }
 
-fn decode_adopt_request(bytes: &[u8]) -> Result<Vec<SharedRow>, String> {
-    decode(bytes, Kind::AdoptRequest, read_shared)
+fn decode_adopt_request(bytes: &[u8]) -> Result<AdoptRequest, String> {
+    decode(bytes, Kind::AdoptRequest, |r| {
+        Ok(AdoptRequest {
+            from: r.text()?,
+            rows: read_shared(r)?,
+            upto: r.int()?,
+        })
+    })
 }
 
 fn encode_adopted(n: u64) -> Vec<u8> {
@@ -618,14 +661,18 @@ fn route(db: &Db, method: &tiny_http::Method, url: &str, body: &[u8]) -> Result<
             expect(&Get)?;
             Ok(encode_info(&db.describe()?))
         }
-        "/replica/checkpoint" => {
+        "/replica/checkpoint" | "/replica/shared-checkpoint" => {
             expect(&Get)?;
             let of = query
                 .split('&')
                 .find_map(|pair| pair.strip_prefix("of="))
                 .ok_or_else(|| Refusal::bad_request("the query lacks `of=NAME`".into()))?;
             let of = percent_decode(of).map_err(Refusal::bad_request)?;
-            Ok(encode_cursor(&db.checkpoint(&of)?))
+            if path == "/replica/checkpoint" {
+                Ok(encode_cursor(&db.checkpoint(&of)?))
+            } else {
+                Ok(encode_shared_cursor(db.shared_checkpoint(&of)?))
+            }
         }
         "/replica/changes" => {
             expect(&Post)?;
@@ -650,13 +697,16 @@ fn route(db: &Db, method: &tiny_http::Method, url: &str, body: &[u8]) -> Result<
         }
         "/replica/shared" => {
             expect(&Post)?;
-            let keys = decode_shared_request(body).map_err(Refusal::bad_request)?;
-            Ok(encode_shared(&db.shared_rows(&keys)?))
+            let req = decode_shared_request(body).map_err(Refusal::bad_request)?;
+            let page = db.shared_after(&req.to, req.after, req.limit.min(MAX_PAGE))?;
+            Ok(encode_shared(&page))
         }
         "/replica/adopt" => {
             expect(&Post)?;
-            let rows = decode_adopt_request(body).map_err(Refusal::bad_request)?;
-            Ok(encode_adopted(db.adopt(&rows)?))
+            let req = decode_adopt_request(body).map_err(Refusal::bad_request)?;
+            Ok(encode_adopted(
+                db.adopt_from(&req.from, &req.rows, req.upto)?,
+            ))
         }
         _ => Err(Refusal {
             status: 404,
@@ -811,14 +861,20 @@ impl Peer for HttpPeer {
         self.decoded(&bytes, decode_ack)
     }
 
-    fn shared_rows(&self, keys: &[RowKey]) -> Result<Vec<SharedRow>> {
-        let body = encode_shared_request(keys);
+    fn shared_checkpoint(&self, of: &str) -> Result<i64> {
+        let route = format!("/replica/shared-checkpoint?of={}", percent_encode(of));
+        let bytes = self.request(&route, None)?;
+        self.decoded(&bytes, decode_shared_cursor)
+    }
+
+    fn shared_after(&self, to: &str, after: i64, limit: usize) -> Result<SharedPage> {
+        let body = encode_shared_request(to, after, limit);
         let bytes = self.request("/replica/shared", Some(&body))?;
         self.decoded(&bytes, decode_shared)
     }
 
-    fn adopt(&self, rows: &[SharedRow]) -> Result<u64> {
-        let body = encode_adopt_request(rows);
+    fn adopt(&self, from: &str, rows: &[SharedRow], upto: i64) -> Result<u64> {
+        let body = encode_adopt_request(from, rows, upto);
         let bytes = self.request("/replica/adopt", Some(&body))?;
         self.decoded(&bytes, decode_adopted)
     }
@@ -876,10 +932,6 @@ mod tests {
         }
     }
 
-    fn row_keys() -> Vec<RowKey> {
-        vec![("Doc".into(), Key::Int(-3)), ("Doc".into(), Key::from("ü"))]
-    }
-
     fn shared() -> Vec<SharedRow> {
         vec![SharedRow {
             table: "Words".into(),
@@ -887,6 +939,14 @@ mod tests {
             digest: [7; 32],
             values: vec![Value::Integer(12), Value::Null, Value::Text("x".into())],
         }]
+    }
+
+    fn shared_page() -> SharedPage {
+        SharedPage {
+            rows: shared(),
+            next: 12,
+            more: true,
+        }
     }
 
     /// Every message of the protocol, encoded, with a check that it
@@ -979,16 +1039,34 @@ mod tests {
             ),
             (encode_ack(), Box::new(decode_ack)),
             (
-                encode_shared_request(&row_keys()),
-                Box::new(move |b| check(decode_shared_request(b)? == row_keys(), "shared request")),
+                encode_shared_request("laptop", -5, 500),
+                Box::new(move |b| {
+                    let want = SharedRequest {
+                        to: "laptop".into(),
+                        after: -5,
+                        limit: 500,
+                    };
+                    check(decode_shared_request(b)? == want, "shared request")
+                }),
             ),
             (
-                encode_shared(&shared()),
-                Box::new(move |b| check(decode_shared(b)? == shared(), "derived rows")),
+                encode_shared_cursor(77),
+                Box::new(move |b| check(decode_shared_cursor(b)? == 77, "shared checkpoint")),
             ),
             (
-                encode_adopt_request(&shared()),
-                Box::new(move |b| check(decode_adopt_request(b)? == shared(), "adopt request")),
+                encode_shared(&shared_page()),
+                Box::new(move |b| check(decode_shared(b)? == shared_page(), "derived rows")),
+            ),
+            (
+                encode_adopt_request("desk", &shared(), 9),
+                Box::new(move |b| {
+                    let want = AdoptRequest {
+                        from: "desk".into(),
+                        rows: shared(),
+                        upto: 9,
+                    };
+                    check(decode_adopt_request(b)? == want, "adopt request")
+                }),
             ),
             (
                 encode_adopted(42),
@@ -1023,10 +1101,10 @@ mod tests {
     #[test]
     fn other_formats_and_kinds_are_refused_by_name() {
         let mut bytes = encode_cursor(&cursor());
-        bytes[0] = 2;
+        bytes[0] = 1;
         let err = decode_cursor(&bytes).unwrap_err();
-        assert!(err.contains("wire format 2"), "{err}");
-        assert!(err.contains("format 1 only"), "{err}");
+        assert!(err.contains("wire format 1"), "{err}");
+        assert!(err.contains("format 2 only"), "{err}");
         let err = decode_cursor(&encode_ack()).unwrap_err();
         assert!(err.contains("expected a checkpoint"), "{err}");
         let err = decode_info(&[]).unwrap_err();

@@ -1,6 +1,17 @@
 //! Derived rows travel: after a sync has exchanged input versions, each
-//! side offers the other its derived rows at the keys that were sent, and
-//! the other keeps those it would have computed itself.
+//! side offers the other the derived rows it wrote since the two last met
+//! (its stream of derived rows, read from the other's checkpoint, see
+//! [`crate::storage::Replicas::derived_after`]), whatever sync brought
+//! their inputs and in whatever order refreshes and syncs happened; the
+//! other keeps those it would have computed itself, then moves its
+//! checkpoint, so that a sync cut short before the offers offers them
+//! at the next one.
+//!
+//! A row written is offered with every row of its root key in the tables
+//! that can travel (one page holds a pipeline's rows whole, upstream
+//! first, and a downstream row that early cutoff left in place travels
+//! with the upstream row that was rewritten). Rows a peer offered, and
+//! that nothing rewrote since, are not offered back to it.
 //!
 //! A derived row is offered with a digest of what it was computed from:
 //! the table's name and columns, the code version of its function, and
@@ -21,7 +32,7 @@ use crate::engine::compute::{Work, WorkKind};
 use crate::engine::refresh::Plan;
 use crate::engine::Db;
 use crate::error::{Error, Result};
-use crate::graph::TableId;
+use crate::graph::{Graph, TableId};
 use crate::lease::Mode;
 use crate::row::{ColumnDef, TableInfo};
 use crate::storage::{Fence, Outcome, OutcomeKind, Pass, RowState, RowStatus, Values, Written};
@@ -41,7 +52,7 @@ pub struct SharedRow {
     pub values: Vec<Value>,
 }
 
-/// An input row, by table and key: what a sync sent.
+/// A row, by table and key.
 pub type RowKey = (String, Key);
 
 /// The digest of a derived row of `info` computed by `code` from `inputs`
@@ -83,16 +94,60 @@ fn input_values(states: &[Option<RowState>]) -> Vec<Vec<Value>> {
         .collect()
 }
 
+/// A page of the derived rows a replica offers a peer (see
+/// [`Db::shared_after`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedPage {
+    /// The rows offered: fresh and successful, each with its digest.
+    pub rows: Vec<SharedRow>,
+    /// Where the page ends in the offering replica's stream of derived
+    /// rows: the receiver's checkpoint once it stored the rows.
+    pub next: i64,
+    /// Whether more rows follow.
+    pub more: bool,
+}
+
+/// Whether rows of `id` can travel between replicas: a derived table that
+/// reads no other rows (what those read is not at their key).
+pub(crate) fn travels(graph: &Graph, id: TableId) -> bool {
+    let t = graph.table(id);
+    !t.info.input && t.reads.is_empty()
+}
+
 impl Db {
     /// Whether rows of `id` can travel: a derived table of this program
     /// that reads no other rows.
     fn shares(&self, id: TableId) -> bool {
-        let t = self.graph().table(id);
-        !t.info.input && t.reads.is_empty() && self.code(id).is_some()
+        travels(self.graph(), id) && self.code(id).is_some()
+    }
+
+    /// The derived rows this replica wrote after position `after` of its
+    /// stream, as offered to the peer named `to` (at most `limit` rows
+    /// written, with the rows of their root keys; see the
+    /// [module docs](self)).
+    pub fn shared_after(&self, to: &str, after: i64, limit: usize) -> Result<SharedPage> {
+        let page = self.replicas_op(|r| r.derived_after(to, after, limit))?;
+        Ok(SharedPage {
+            rows: self.shared_rows(&page.rows)?,
+            next: page.next,
+            more: page.more,
+        })
+    }
+
+    /// Stores the offered rows of the peer named `from` that this replica
+    /// would compute itself (see [`Db::adopt`]), then moves this replica's
+    /// checkpoint in that peer's stream of derived rows to `upto`; returns
+    /// how many rows it stored.
+    pub fn adopt_from(&self, from: &str, rows: &[SharedRow], upto: i64) -> Result<u64> {
+        let since = self.replicas_op(|r| r.derived_head())?;
+        let stored = self.adopt_rows(rows)?;
+        self.replicas_op(|r| r.derived_received(from, since, &stored, upto))?;
+        Ok(stored.len() as u64)
     }
 
     /// This replica's fresh, successful derived rows at the root keys of
-    /// the input rows `keys` (of every table that can travel).
+    /// the rows `keys` (input or derived rows), of every table that can
+    /// travel.
     pub fn shared_rows(&self, keys: &[RowKey]) -> Result<Vec<SharedRow>> {
         let mut roots = BTreeSet::new();
         for (table, key) in keys {
@@ -158,6 +213,11 @@ impl Db {
     /// input values), upstream tables first; returns how many it stored.
     /// An offer whose values do not fit its table is refused.
     pub fn adopt(&self, rows: &[SharedRow]) -> Result<u64> {
+        Ok(self.adopt_rows(rows)?.len() as u64)
+    }
+
+    /// [`Db::adopt`], returning the rows stored, by table and key.
+    fn adopt_rows(&self, rows: &[SharedRow]) -> Result<Vec<RowKey>> {
         let mut by_table: BTreeMap<TableId, Vec<&SharedRow>> = BTreeMap::new();
         for row in rows {
             if let Ok(id) = self.graph().table_id(&row.table) {
@@ -166,7 +226,7 @@ impl Db {
                 }
             }
         }
-        let mut adopted = 0;
+        let mut adopted = Vec::new();
         for id in self.graph().derived_in_order() {
             let Some(offers) = by_table.remove(&id) else {
                 continue;
@@ -222,7 +282,13 @@ impl Db {
                 &Fence::Unfenced,
                 read_at,
             )?;
-            adopted += written.iter().filter(|w| **w != Written::Rejected).count() as u64;
+            adopted.extend(
+                outcomes
+                    .iter()
+                    .zip(&written)
+                    .filter(|(_, w)| **w != Written::Rejected)
+                    .map(|(o, _)| (info.name.to_owned(), o.key.clone())),
+            );
         }
         Ok(adopted)
     }

@@ -6,6 +6,15 @@
 //! and the retired replicas whose clock id was taken in
 //! (`rederive_absorbed`).
 //!
+//! Derived rows have a stream of their own (`rederive_derived_stream`, an
+//! entry per row ever written, moved to the end at each write): triggers
+//! on every derived table that can travel give a row the next position
+//! each time it is written with a value, whatever wrote it (a refresh,
+//! `get`, an offer stored), so that a sync offers the rows written since
+//! the two replicas last met, whichever sync brought their inputs.
+//! `rederive_derived_peers` keeps, per peer, how far this replica is in
+//! the peer's stream (moved once the offered rows are stored).
+//!
 //! `rederive_meta`'s `versions` entry says how far a database went: absent
 //! (no tables: it never deleted a row nor forked), 1 (tombstones of
 //! deletions only), 2 (a replica: every input write records a version).
@@ -16,12 +25,15 @@ use super::{from_ref, quote, run, KeyParam, SqlError, SqlResult, SqlValue, Sqlit
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::replica::codec::{decode_values, encode_values};
+use crate::replica::shared::travels;
 use crate::replica::version::{
     event_bytes, event_from_bytes, genesis, id_bytes, id_from_bytes, merge, next_event, sort,
     winner, Version,
 };
 use crate::row::TableInfo;
-use crate::storage::{Applied, Changes, ReplicaMeta, Replicas, Revision, SyncCursor};
+use crate::storage::{
+    Applied, Changes, DerivedChanges, ReplicaMeta, Replicas, Revision, Status, SyncCursor,
+};
 use crate::value::{Key, Value};
 use rederive_itc::Id;
 use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
@@ -53,6 +65,18 @@ CREATE TABLE IF NOT EXISTS rederive_peers(
     event BLOB NOT NULL
 ) STRICT;
 CREATE TABLE IF NOT EXISTS rederive_absorbed(name TEXT PRIMARY KEY) STRICT;
+CREATE TABLE IF NOT EXISTS rederive_derived_stream(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tbl TEXT NOT NULL,
+    key ANY NOT NULL,
+    src TEXT
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS rederive_derived_stream_row
+    ON rederive_derived_stream(tbl, key);
+CREATE TABLE IF NOT EXISTS rederive_derived_peers(
+    peer TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) STRICT;
 ";
 
 /// How far a database went (see the module docs).
@@ -85,6 +109,54 @@ fn raise_mode(c: &Connection, to: Mode) -> SqlResult<()> {
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [n],
         )?;
+    }
+    Ok(())
+}
+
+/// The statement that gives a row (table, key: SQL expressions) the next
+/// position in the stream of derived rows: one past the last position
+/// (entries are moved, never deleted, so positions only grow; `max` of the
+/// primary key is one index seek). An upsert, not `INSERT OR REPLACE`:
+/// inside a trigger, the conflict clause of the statement that fired it
+/// would override the trigger's own. (`DELETE` then `INSERT` in a trigger
+/// scanned the whole stream: refreshes went 300 times slower.)
+fn stream_upsert(table: &str, key: &str) -> String {
+    format!(
+        "INSERT INTO rederive_derived_stream(seq, tbl, key) VALUES \
+         ((SELECT coalesce(max(seq), 0) + 1 FROM rederive_derived_stream), {table}, {key}) \
+         ON CONFLICT(tbl, key) DO UPDATE SET seq = excluded.seq, src = NULL"
+    )
+}
+
+/// On a replica, makes sure that the stream of derived rows exists and
+/// that every derived table of `graph` that can travel feeds it (inside
+/// the caller's transaction; a table created or rebuilt since gets its
+/// triggers here). Elsewhere, does nothing: only replicas pay for it.
+pub(super) fn ensure_derived_stream(c: &Connection, graph: &Graph) -> SqlResult<()> {
+    if mode(c)? < Mode::Replica {
+        return Ok(());
+    }
+    // A replica made by an older version lacks the stream's tables.
+    c.execute_batch(DDL)?;
+    for id in graph.derived_in_order() {
+        if !travels(graph, id) {
+            continue;
+        }
+        let name = graph.table(id).info.name;
+        let t = quote(name);
+        let literal = format!("'{}'", name.replace('\'', "''"));
+        let trigger = |what: &str| quote(&format!("rederive_stream_{what}_{name}"));
+        let (ins, upd) = (trigger("ins"), trigger("upd"));
+        let write = stream_upsert(&literal, "NEW.__key");
+        let ok = Status::Ok.code();
+        // A deleted row's entry stays (its offer finds no row): positions
+        // must never be given twice.
+        c.execute_batch(&format!(
+            "CREATE TRIGGER IF NOT EXISTS {ins} AFTER INSERT ON {t} WHEN NEW.__status = {ok} \
+                 BEGIN {write}; END;
+             CREATE TRIGGER IF NOT EXISTS {upd} AFTER UPDATE ON {t} WHEN NEW.__status = {ok} \
+                 BEGIN {write}; END;"
+        ))?;
     }
     Ok(())
 }
@@ -623,6 +695,7 @@ impl Replicas for SqliteStore {
         run(|| {
             let tx = self.write()?;
             writer(&tx)?;
+            ensure_derived_stream(&tx, graph)?;
             let mut applied = Applied::default();
             let mut groups: BTreeMap<(&str, &Key), Vec<Version>> = BTreeMap::new();
             for v in versions {
@@ -713,6 +786,13 @@ impl Replicas for SqliteStore {
                             delete_input(&tx, graph, id, key, seq)?;
                         }
                     }
+                } else if new.is_some() {
+                    // The key's versions changed, its value did not: the
+                    // derived rows here stay fresh, while the peer's may
+                    // have gone stale (a value changed there and back), so
+                    // the key's rows are offered again.
+                    tx.prepare_cached(&stream_upsert("?1", "?2"))?
+                        .execute(params![table, KeyParam(key)])?;
                 }
             }
             drop(stmts);
@@ -740,6 +820,96 @@ impl Replicas for SqliteStore {
                 write_meta(&tx, &me)?;
                 tx.execute("INSERT INTO rederive_absorbed VALUES (?1)", [from])?;
             }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn derived_head(&self) -> Result<i64> {
+        run(|| {
+            if mode(&self.conn)? < Mode::Replica {
+                return Ok(0);
+            }
+            Ok(self
+                .conn
+                .prepare_cached("SELECT coalesce(max(seq), 0) FROM rederive_derived_stream")?
+                .query_row([], |r| r.get(0))?)
+        })
+    }
+
+    fn derived_after(&self, to: &str, after: i64, limit: usize) -> Result<DerivedChanges> {
+        run(|| {
+            let mut out = DerivedChanges {
+                rows: Vec::new(),
+                next: after,
+                more: false,
+            };
+            if mode(&self.conn)? < Mode::Replica {
+                return Ok(out);
+            }
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, tbl, key, src FROM rederive_derived_stream WHERE seq > ?1 \
+                 ORDER BY seq LIMIT ?2",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = stmt.query(params![after, limit])?;
+            let mut n = 0;
+            while let Some(row) = rows.next()? {
+                n += 1;
+                out.next = row.get(0)?;
+                let src: Option<String> = row.get(3)?;
+                if src.as_deref() == Some(to) {
+                    continue; // the peer offered exactly this
+                }
+                if let Some(key) = Key::from_value(&from_ref(row.get_ref(2)?)) {
+                    out.rows.push((row.get(1)?, key));
+                }
+            }
+            out.more = n == limit;
+            Ok(out)
+        })
+    }
+
+    fn derived_checkpoint(&self, peer: &str) -> Result<i64> {
+        run(|| {
+            if mode(&self.conn)? < Mode::Replica {
+                return Ok(0);
+            }
+            Ok(self
+                .conn
+                .prepare_cached("SELECT seq FROM rederive_derived_peers WHERE peer = ?1")?
+                .query_row([peer], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+    }
+
+    fn derived_received(
+        &self,
+        peer: &str,
+        since: i64,
+        rows: &[(String, Key)],
+        upto: i64,
+    ) -> Result<()> {
+        run(|| {
+            let tx = self.write()?;
+            if mode(&tx)? < Mode::Replica {
+                return Err(bad("not a replica"));
+            }
+            {
+                let mut mark = tx.prepare_cached(
+                    "UPDATE rederive_derived_stream SET src = ?1 \
+                     WHERE tbl = ?2 AND key = ?3 AND seq > ?4",
+                )?;
+                for (table, key) in rows {
+                    mark.execute(params![peer, table, KeyParam(key), since])?;
+                }
+            }
+            tx.prepare_cached(
+                "INSERT INTO rederive_derived_peers VALUES (?1, ?2) \
+                 ON CONFLICT(peer) DO UPDATE SET seq = max(seq, excluded.seq)",
+            )?
+            .execute(params![peer, upto])?;
             tx.commit()?;
             Ok(())
         })

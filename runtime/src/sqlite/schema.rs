@@ -159,6 +159,9 @@ impl Catalog for SqliteStore {
                 tx.prepare_cached("INSERT OR IGNORE INTO rederive_codes(code) VALUES (?1)")?
                     .execute([code])?;
             }
+            // On a replica, derived tables created or rebuilt above feed
+            // the stream of derived rows that syncs offer.
+            super::replicas::ensure_derived_stream(&tx, graph)?;
             tx.commit()?;
             Ok(())
         })

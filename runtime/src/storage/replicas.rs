@@ -79,6 +79,19 @@ pub struct Applied {
     pub conflicts: u64,
 }
 
+/// A page of a replica's stream of derived rows (see
+/// [`Replicas::derived_after`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DerivedChanges {
+    /// The rows written, by table and key, in the order they were last
+    /// written (rows the peer sent, unchanged since, are left out).
+    pub rows: Vec<(String, Key)>,
+    /// Where the page ends (past rows left out, too).
+    pub next: i64,
+    /// Whether more rows follow.
+    pub more: bool,
+}
+
 /// Replicas: the versions of input rows and the sync bookkeeping.
 ///
 /// While a database has never forked, it is the first replica of itself
@@ -135,4 +148,30 @@ pub trait Replicas {
     /// Adds a retiring replica's clock id to this replica's, once per
     /// retiring replica (by name): doing it again does nothing.
     fn absorb(&self, from: &str, id: &Id) -> Result<()>;
+
+    /// Where this replica's stream of derived rows ends: every successful
+    /// write of a derived row of a table that can travel (see
+    /// [`crate::replica::shared`]) takes the next position, whatever
+    /// wrote it (a refresh, `get`, or an offer stored). `0` when empty.
+    fn derived_head(&self) -> Result<i64>;
+
+    /// The derived rows written after position `after` of this replica's
+    /// stream, for the peer named `to`, at most `limit` of them.
+    fn derived_after(&self, to: &str, after: i64, limit: usize) -> Result<DerivedChanges>;
+
+    /// Where this replica is in the stream of derived rows of the peer
+    /// named `peer` (`0` for a peer never met).
+    fn derived_checkpoint(&self, peer: &str) -> Result<i64>;
+
+    /// Records that `rows`, written here after position `since`, are what
+    /// the peer named `peer` offered (they are not offered back to it
+    /// while unchanged), and moves that peer's derived checkpoint to
+    /// `upto` (never backwards), in one transaction.
+    fn derived_received(
+        &self,
+        peer: &str,
+        since: i64,
+        rows: &[(String, Key)],
+        upto: i64,
+    ) -> Result<()>;
 }
