@@ -28,15 +28,15 @@ fn millis(d: Duration) -> i64 {
     d.as_millis().clamp(1, i64::MAX as u128) as i64
 }
 
-/// Tries the table's advisory lock for this transaction: exclusive (a
-/// whole-table claim) or shared (row claims). Never waits.
-fn try_table_lock(c: &mut Conn, table: &str, exclusive: bool) -> PgResult<bool> {
-    let sql = if exclusive {
-        "SELECT pg_try_advisory_xact_lock($1, hashtext($2))"
-    } else {
-        "SELECT pg_try_advisory_xact_lock_shared($1, hashtext($2))"
-    };
-    Ok(c.query_one(sql, &[&TABLE_LOCK_CLASS, &table])?.try_get(0)?)
+/// Tries the table's advisory lock for this transaction, shared (row
+/// claims; a whole-table claim takes it exclusive, see `claim_table`).
+/// Never waits.
+fn try_shared_table_lock(c: &mut Conn, table: &str) -> PgResult<bool> {
+    Ok(c.query_one(
+        "SELECT pg_try_advisory_xact_lock_shared($1, hashtext($2))",
+        &[&TABLE_LOCK_CLASS, &table],
+    )?
+    .try_get(0)?)
 }
 
 /// The table lease of a table, as a claim finds it.
@@ -111,26 +111,22 @@ fn claim_table(c: &mut Conn, who: &Claimant<'_>, rows: usize) -> PgResult<bool> 
         now,
         until,
     } = *who;
-    let others_live = |c: &mut Conn| -> PgResult<bool> {
-        Ok(c.query_one(
-            "SELECT EXISTS(SELECT 1 FROM rederive_workers WHERE worker <> $1 AND expires_ms >= $2)",
-            &[&worker, &now],
-        )?
-        .try_get(0)?)
-    };
-    // Asked first without the lock: a worker among others takes no
+    // Whether other workers live, and if not the table's advisory lock,
+    // exclusive, in one round trip: a worker among others takes no
     // exclusive lock, which would refuse every row claim of the table
-    // made meanwhile (rows that no one then computes, but for the
-    // refresh that waits for them).
-    if others_live(c)? {
-        return Ok(false);
-    }
-    if !try_table_lock(c, table, true)? {
-        // Another claim of this table is in progress: not alone.
-        return Ok(false);
-    }
-    // Again under the lock: a worker may have registered meanwhile.
-    if others_live(c)? {
+    // made meanwhile (rows no one would come back to, but for a refresh
+    // that waits for them). CASE evaluates the lock only when alone. A
+    // worker registering just after this leaves the table alone: it finds
+    // the table lease.
+    let alone_and_locked: bool = c
+        .query_one(
+            "SELECT CASE WHEN EXISTS(SELECT 1 FROM rederive_workers WHERE worker <> $1 AND expires_ms >= $2) \
+               THEN false ELSE pg_try_advisory_xact_lock($3, hashtext($4)) END",
+            &[&worker, &now, &TABLE_LOCK_CLASS, &table],
+        )?
+        .try_get(0)?;
+    if !alone_and_locked {
+        // Not alone, or another claim of this table is in progress.
         return Ok(false);
     }
     // Other owners' row leases: all must be expired, and free to take
@@ -204,7 +200,7 @@ fn claim_rows(c: &mut Conn, who: &Claimant<'_>, keys: &[&Key]) -> PgResult<Vec<b
         until,
     } = *who;
     let none = vec![false; keys.len()];
-    if !try_table_lock(c, table, false)? {
+    if !try_shared_table_lock(c, table)? {
         // A whole-table claim is in progress.
         return Ok(none);
     }
