@@ -1,5 +1,8 @@
 //! The write guard and lease fencing: a slow computation on an old revision
 //! that finishes after a newer one is not stored.
+mod common;
+
+use common::deadline::{waiting_for, within_deadline};
 use rederive::{derive_table, Db, Row, Staleness};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -75,53 +78,58 @@ fn wait_started() {
 
 #[test]
 fn write_guard_refuses_an_old_result() -> rederive::Result<()> {
-    let setup = Setup::new();
-    let (slow, fast) = setup.two_workers()?;
-    // Without leases, only the write guard stands between the two.
-    slow.set_leasing(false);
-    fast.set_leasing(false);
-    slow.put(Setting {
-        name: "k".into(),
-        value: 1,
-    })?;
-
-    std::thread::scope(|scope| -> rederive::Result<()> {
-        let old = scope.spawn(|| slow.refresh());
-        wait_started();
-        // While the old computation runs, a newer input arrives and is computed.
-        fast.put(Setting {
+    within_deadline(1, || -> rederive::Result<()> {
+        let setup = Setup::new();
+        let (slow, fast) = setup.two_workers()?;
+        // Without leases, only the write guard stands between the two.
+        slow.set_leasing(false);
+        fast.set_leasing(false);
+        slow.put(Setting {
             name: "k".into(),
-            value: 5,
+            value: 1,
         })?;
-        let r = fast.refresh()?;
-        assert_eq!(r.computed, 1);
+
+        std::thread::scope(|scope| -> rederive::Result<()> {
+            let old = scope.spawn(|| slow.refresh());
+            wait_started();
+            // While the old computation runs, a newer input arrives and is computed.
+            fast.put(Setting {
+                name: "k".into(),
+                value: 5,
+            })?;
+            let r = fast.refresh()?;
+            assert_eq!(r.computed, 1);
+            assert_eq!(fast.get::<Doubled>("k")?.value, 10);
+
+            RELEASE.store(true, Ordering::SeqCst);
+            waiting_for("`old`: a refresh thread to return");
+            let old_report = old.join().expect("refresh thread panicked")?;
+            assert_eq!(
+                old_report.skipped, 1,
+                "the old result must be refused: {old_report:?}"
+            );
+            assert_eq!(old_report.computed, 0);
+            Ok(())
+        })?;
+
+        // The newer result survived, and it is fresh.
         assert_eq!(fast.get::<Doubled>("k")?.value, 10);
-
-        RELEASE.store(true, Ordering::SeqCst);
-        let old_report = old.join().expect("refresh thread panicked")?;
-        assert_eq!(
-            old_report.skipped, 1,
-            "the old result must be refused: {old_report:?}"
-        );
-        assert_eq!(old_report.computed, 0);
+        assert_eq!(slow.explain::<Doubled>("k")?, Staleness::Fresh);
+        // The refused refresh left its watermark behind; a new refresh finds nothing stale.
+        let r = slow.refresh()?;
+        assert_eq!(r.calls(), 0);
         Ok(())
-    })?;
-
-    // The newer result survived, and it is fresh.
-    assert_eq!(fast.get::<Doubled>("k")?.value, 10);
-    assert_eq!(slow.explain::<Doubled>("k")?, Staleness::Fresh);
-    // The refused refresh left its watermark behind; a new refresh finds nothing stale.
-    let r = slow.refresh()?;
-    assert_eq!(r.calls(), 0);
-    Ok(())
+    })
 }
 
 #[test]
 fn lease_fencing_refuses_a_worker_whose_lease_was_taken_over() -> rederive::Result<()> {
-    // Alone, the slow worker claims the table for its batch; with another
-    // worker about, it claims the row. Both leases fence.
-    fencing(false)?;
-    fencing(true)
+    within_deadline(1, || -> rederive::Result<()> {
+        // Alone, the slow worker claims the table for its batch; with another
+        // worker about, it claims the row. Both leases fence.
+        fencing(false)?;
+        fencing(true)
+    })
 }
 
 fn fencing(other_worker_first: bool) -> rederive::Result<()> {
@@ -173,10 +181,12 @@ fn fencing(other_worker_first: bool) -> rederive::Result<()> {
             .unwrap();
         conn.execute("UPDATE rederive_table_leases SET expires_ms = 0", [])
             .unwrap();
+        waiting_for("`waiting`: a refresh thread to return");
         let r = waiting.join().expect("refresh thread panicked")?;
         assert_eq!((r.computed, r.skipped), (1, 1), "{r:?}");
 
         RELEASE.store(true, Ordering::SeqCst);
+        waiting_for("`old`: a refresh thread to return");
         let old_report = old.join().expect("refresh thread panicked")?;
         assert_eq!(
             (old_report.computed, old_report.skipped),
@@ -192,31 +202,34 @@ fn fencing(other_worker_first: bool) -> rederive::Result<()> {
 
 #[test]
 fn a_row_deleted_while_computed_leaves_nothing_behind() -> rederive::Result<()> {
-    let setup = Setup::new();
-    let path = setup.path();
-    let (worker, user) = setup.two_workers()?;
-    worker.put(Setting {
-        name: "k".into(),
-        value: 1,
-    })?;
-    std::thread::scope(|scope| -> rederive::Result<()> {
-        let refresh = scope.spawn(|| worker.refresh());
-        wait_started();
-        // The input row goes while its row is being computed.
-        assert!(user.delete::<Setting>("k")?);
-        RELEASE.store(true, Ordering::SeqCst);
-        let r = refresh.join().expect("refresh thread panicked")?;
-        assert_eq!((r.computed, r.skipped), (0, 1), "{r:?}");
+    within_deadline(1, || -> rederive::Result<()> {
+        let setup = Setup::new();
+        let path = setup.path();
+        let (worker, user) = setup.two_workers()?;
+        worker.put(Setting {
+            name: "k".into(),
+            value: 1,
+        })?;
+        std::thread::scope(|scope| -> rederive::Result<()> {
+            let refresh = scope.spawn(|| worker.refresh());
+            wait_started();
+            // The input row goes while its row is being computed.
+            assert!(user.delete::<Setting>("k")?);
+            RELEASE.store(true, Ordering::SeqCst);
+            waiting_for("`refresh`: a refresh thread to return");
+            let r = refresh.join().expect("refresh thread panicked")?;
+            assert_eq!((r.computed, r.skipped), (0, 1), "{r:?}");
+            Ok(())
+        })?;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM Doubled", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "no orphan derived row");
+        assert!(matches!(
+            user.get::<Doubled>("k"),
+            Err(rederive::Error::NotFound { .. })
+        ));
         Ok(())
-    })?;
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let rows: i64 = conn
-        .query_row("SELECT count(*) FROM Doubled", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(rows, 0, "no orphan derived row");
-    assert!(matches!(
-        user.get::<Doubled>("k"),
-        Err(rederive::Error::NotFound { .. })
-    ));
-    Ok(())
+    })
 }

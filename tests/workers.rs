@@ -95,6 +95,22 @@ fn worker_command(db: &str, calls: &Path, ttl_ms: u64) -> Command {
     cmd
 }
 
+/// Waits for a worker process (120 s at most: then it is killed and the
+/// test fails, naming `what` it waited for).
+fn finish(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The body of a worker process (run by the tests below, not on its own).
 #[test]
 #[ignore]
@@ -134,7 +150,7 @@ fn three_processes(db_path: &str, dir: &Path) {
         .map(|_| spawn_worker(db_path, &calls, 30_000))
         .collect();
     for w in &mut workers {
-        assert!(w.wait().unwrap().success(), "a worker failed");
+        assert!(finish(w, "a worker's refresh").success(), "a worker failed");
     }
     let per_id = calls_per_id(&calls);
     assert_eq!(per_id.len(), 2000, "every row computed");
@@ -298,7 +314,10 @@ fn a_killed_worker_loses_less_than_a_second_of_work() {
 
     // Another worker process takes over (its calls are recorded too).
     let mut heir = spawn_worker(&db_path, &calls, ttl_ms);
-    assert!(heir.wait().unwrap().success(), "the second worker failed");
+    assert!(
+        finish(&mut heir, "the second worker's refresh").success(),
+        "the second worker failed"
+    );
     let per_id = calls_per_id(&calls);
     assert_eq!(per_id.len() as i64, rows, "every row computed");
     let twice = per_id.iter().filter(|(_, n)| *n > 1).count();
@@ -326,7 +345,7 @@ fn three_at_once_each_refreshing_once(db_path: &str, dir: &Path) {
         })
         .collect();
     for w in &mut workers {
-        assert!(w.wait().unwrap().success(), "a worker failed");
+        assert!(finish(w, "a worker's refresh").success(), "a worker failed");
     }
     let per_id = calls_per_id(&calls);
     let db = Db::open(db_path).unwrap();

@@ -521,6 +521,59 @@ fn claims_wait_only_for_their_own_leases() {
     }
 }
 
+/// An expired lease whose row another transaction has locked (another
+/// worker taking it over, or giving it back, at this moment) is in use:
+/// a claim that would take it over does not wait for that lock
+/// (`FOR UPDATE SKIP LOCKED`), and finds the row not granted; once the lock
+/// is gone, the claim takes it over.
+#[test]
+fn taking_over_an_expired_lease_never_waits_for_a_lock() {
+    let Some(url) = database_or_skip("takeover_never_waits") else {
+        return;
+    };
+    let a = Arc::new(PgStore::open(&url).unwrap());
+    let b = Arc::new(PgStore::open(&url).unwrap());
+    let k = Key::Int(7);
+    let first = a
+        .claim(
+            "R",
+            &[&k],
+            "w1",
+            "o1",
+            Duration::from_millis(1),
+            ClaimMode::Rows,
+        )
+        .unwrap();
+    assert_eq!(first.granted, [true]);
+    std::thread::sleep(Duration::from_millis(20));
+
+    let mut holder = admin(&url);
+    let mut held = holder.transaction().unwrap();
+    held.execute(
+        "SELECT 1 FROM rederive_leases WHERE tbl = 'R' FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let c = b.claim("R", &[&Key::Int(7)], "w2", "o2", TTL, ClaimMode::Rows);
+            let _ = tx.send(c.map(|c| c.granted));
+        });
+    }
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a claim taking over an expired lease waited for another transaction's lock")
+        .unwrap();
+    assert_eq!(got, [false], "a locked lease is in use");
+    held.commit().unwrap();
+    let got = b
+        .claim("R", &[&k], "w2", "o2", TTL, ClaimMode::Rows)
+        .unwrap();
+    assert_eq!(got.granted, [true], "the expired lease is taken over");
+}
+
 /// A transaction PostgreSQL aborts to break a deadlock is run again by the
 /// store: the caller sees it succeed.
 #[test]
