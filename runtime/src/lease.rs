@@ -121,6 +121,9 @@ impl Orphans {
     /// Gives back what it can through `store`; keeps the rest.
     fn give_back(&self, store: &dyn Backend) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if leases.is_empty() {
+            return;
+        }
         leases.retain(|o| {
             let keys: Vec<&Key> = o.keys.iter().collect();
             store.release(&o.table, &o.fence, &keys).is_err()
@@ -570,6 +573,9 @@ impl Db {
     fn claim_keys(&self, name: &str, keys: &[&Key]) -> Result<Claim> {
         let owner = self.lease_owner();
         let ttl = self.lease_ttl();
+        // Leases a failed batch left are given back before this worker
+        // claims again: given back later, they could be its new claims.
+        self.orphans.give_back(&**self.store());
         if !self.registered.swap(true, Ordering::SeqCst) {
             self.store().register_worker(&self.worker, ttl)?;
         }
