@@ -55,14 +55,14 @@ impl Sandbox {
     fn run(&self, args: &[&str]) -> Run {
         let mut cmd = self.bare(args);
         cmd.env("REDERIVE_DB", &self.db);
-        Run::new(cmd.output().expect("run toy_lang"), args)
+        Run::new(common::cli::output_within(cmd, 120, args), args)
     }
 
     /// Runs `toy_lang ARGS --db <database>` with `REDERIVE_DB` unset.
     fn run_db(&self, args: &[&str]) -> Run {
         let mut cmd = self.bare(args);
         cmd.arg("--db").arg(&self.db);
-        Run::new(cmd.output().expect("run toy_lang"), args)
+        Run::new(common::cli::output_within(cmd, 120, args), args)
     }
 
     /// `define NAME SOURCE` (through `$REDERIVE_DB`), asserting exit 0.

@@ -43,7 +43,10 @@ impl Replica {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        Run::new(self.command(args).output().expect("run toy_lang"), args)
+        Run::new(
+            common::cli::output_within(self.command(args), 120, args),
+            args,
+        )
     }
 
     /// Like [`Replica::run`], for a command that would run until

@@ -155,3 +155,58 @@ pub fn interrupt(child: KillOnDrop) -> Run {
     run.code(0);
     run
 }
+
+/// Runs a command to its end, as `Command::output` does, but fails the test
+/// when it is still running after `seconds` (killing it), naming `args`: a
+/// command that waits forever (a refresh waiting for a row no one
+/// computes) fails instead of hanging the suite. Its output is read as it
+/// comes, so that a full pipe never stalls it.
+pub fn output_within(mut cmd: Command, seconds: u64, args: &[&str]) -> Output {
+    use std::io::Read;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run toy_lang");
+    let mut child = KillOnDrop(child);
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(
+        child
+            .0
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .0
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "toy_lang {args:?} still running after {seconds}s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
