@@ -1,25 +1,39 @@
 //! Recorded reads: which rows a derived row read through its `ctx`, and
 //! tombstones of deleted rows that were read.
+//!
+//! Each read is one entry of one B-tree, `rederive_reads`, keyed by the
+//! row read (`tbl, key`) and then by its reader: "which rows read X" is one
+//! index lookup. A reader's own reads, needed far less often (to check
+//! them before it runs, to replace them when it is computed again), are
+//! packed into one value per reader row in `rederive_reader_reads` (see
+//! [`encode_reads`]): a row with five reads costs five index entries and
+//! one row, not ten index entries as when each read was also a row of its
+//! own (storage format 1).
 
 use super::sql::{bump_epoch, key_column, next_revision};
 use super::{from_ref, keys_of, quote, KeyParam, SqlResult, SqliteStore};
 use crate::graph::{Graph, TableId};
 use crate::storage::{Read, RecordedRead, Revision};
-use crate::value::Key;
-use rusqlite::{params, Connection};
+use crate::value::{Key, Value};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// The tables of recorded reads and tombstones (created with the database,
 /// or by the first write open of an older one).
 pub(super) const READS_DDL: &str = "
     CREATE TABLE IF NOT EXISTS rederive_reads(
-        reader TEXT NOT NULL,
-        reader_key ANY NOT NULL,
         tbl TEXT NOT NULL,
         key ANY NOT NULL,
+        reader TEXT NOT NULL,
+        reader_key ANY NOT NULL,
         seen INTEGER,
-        PRIMARY KEY (reader, reader_key, tbl, key)
+        PRIMARY KEY (tbl, key, reader, reader_key)
     ) STRICT, WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS rederive_reads_by_row ON rederive_reads(tbl, key, reader, reader_key);
+    CREATE TABLE IF NOT EXISTS rederive_reader_reads(
+        reader TEXT NOT NULL,
+        reader_key ANY NOT NULL,
+        reads BLOB NOT NULL,
+        PRIMARY KEY (reader, reader_key)
+    ) STRICT, WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS rederive_tombstones(
         tbl TEXT NOT NULL,
         key ANY NOT NULL,
@@ -28,70 +42,277 @@ pub(super) const READS_DDL: &str = "
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS rederive_tombstones_by_revision ON rederive_tombstones(tbl, deleted_at);";
 
-/// How many reads one multi-row insert records (4 parameters each).
-const READS_PER_INSERT: usize = 256;
+/// How many reads one multi-row insert records (5 parameters each).
+const READS_PER_INSERT: usize = 200;
+
+/// How many readers one multi-row insert of packed reads writes (3
+/// parameters each).
+const READERS_PER_INSERT: usize = 300;
+
+/// One read as packed in `rederive_reader_reads` (the table by name, as
+/// everywhere in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StoredRead<'a> {
+    pub table: &'a str,
+    pub key: Key,
+    pub seen: Option<i64>,
+}
+
+/// Packs one reader's reads (sorted by table, as [`Read`]s sort): for
+/// each run of reads of one table, the table's name (its length as a
+/// varint, then its bytes) and the number of reads in the run (a varint);
+/// then each read: its key (tag 0 and 8 bytes of an integer, little
+/// endian, or tag 1, a varint length and the UTF-8 bytes of a text) and
+/// what it saw (tag 0: no row; tag 1 and 8 bytes of a revision).
+pub(super) fn encode_reads(graph: &Graph, reads: &[Read]) -> Vec<u8> {
+    pack(reads.iter().map(|r| {
+        (
+            graph.table(r.table).info.name,
+            &r.key,
+            r.seen.map(Revision::get),
+        )
+    }))
+}
+
+/// [`encode_reads`] of reads named by their table's name.
+fn pack_named(reads: &[(String, Key, Option<i64>)]) -> Vec<u8> {
+    pack(reads.iter().map(|(t, k, s)| (t.as_str(), k, *s)))
+}
+
+fn pack<'a>(reads: impl Iterator<Item = (&'a str, &'a Key, Option<i64>)>) -> Vec<u8> {
+    let reads: Vec<_> = reads.collect();
+    let mut out = Vec::with_capacity(reads.len() * 19 + 8);
+    let mut rest = &reads[..];
+    while let Some(first) = rest.first() {
+        let run = rest
+            .iter()
+            .position(|r| r.0 != first.0)
+            .unwrap_or(rest.len());
+        push_varint(&mut out, first.0.len() as u64);
+        out.extend_from_slice(first.0.as_bytes());
+        push_varint(&mut out, run as u64);
+        for &(_, key, seen) in &rest[..run] {
+            match key {
+                Key::Int(i) => {
+                    out.push(0);
+                    out.extend_from_slice(&i.to_le_bytes());
+                }
+                Key::Text(t) => {
+                    out.push(1);
+                    push_varint(&mut out, t.len() as u64);
+                    out.extend_from_slice(t.as_bytes());
+                }
+            }
+            match seen {
+                None => out.push(0),
+                Some(s) => {
+                    out.push(1);
+                    out.extend_from_slice(&s.to_le_bytes());
+                }
+            }
+        }
+        rest = &rest[run..];
+    }
+    out
+}
+
+/// The reads [`encode_reads`] packed; `None` for bytes it did not write.
+pub(super) fn decode_reads(bytes: &[u8]) -> Option<Vec<StoredRead<'_>>> {
+    let mut out = Vec::new();
+    let mut at = bytes;
+    while !at.is_empty() {
+        let len = usize::try_from(take_varint(&mut at)?).ok()?;
+        let table = std::str::from_utf8(take(&mut at, len)?).ok()?;
+        let run = take_varint(&mut at)?;
+        for _ in 0..run {
+            let key = match take(&mut at, 1)?[0] {
+                0 => Key::Int(i64::from_le_bytes(take(&mut at, 8)?.try_into().ok()?)),
+                1 => {
+                    let len = usize::try_from(take_varint(&mut at)?).ok()?;
+                    Key::Text(std::str::from_utf8(take(&mut at, len)?).ok()?.to_owned())
+                }
+                _ => return None,
+            };
+            let seen = match take(&mut at, 1)?[0] {
+                0 => None,
+                1 => Some(i64::from_le_bytes(take(&mut at, 8)?.try_into().ok()?)),
+                _ => return None,
+            };
+            out.push(StoredRead { table, key, seen });
+        }
+    }
+    Some(out)
+}
+
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn take_varint(at: &mut &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = take(at, 1)?[0];
+        n |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn take<'a>(at: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if at.len() < n {
+        return None;
+    }
+    let (head, rest) = at.split_at(n);
+    *at = rest;
+    Some(head)
+}
+
+/// A multi-row `INSERT OR REPLACE` of `rows` rows of `width` parameters,
+/// the first of which (`?1`) every row shares.
+fn insert_sql(head: &str, rows: usize, width: usize) -> String {
+    let mut sql = String::from(head);
+    for i in 0..rows {
+        sql.push_str(if i == 0 { " VALUES (?1" } else { ", (?1" });
+        for c in 1..width {
+            sql.push_str(&format!(", ?{}", 2 + (width - 1) * i + c - 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Runs `head` (see [`insert_sql`]) over `rows`, many rows a statement.
+fn insert_many<const W: usize>(
+    tx: &Connection,
+    head: &str,
+    shared: &dyn rusqlite::ToSql,
+    rows: &[[&dyn rusqlite::ToSql; W]],
+    per_insert: usize,
+) -> SqlResult<()> {
+    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + W * per_insert);
+    // Full statements, then the rest in powers of two: few distinct
+    // statements to prepare, each prepared once.
+    let mut rest = rows;
+    let mut chunks = Vec::new();
+    while !rest.is_empty() {
+        let n = if rest.len() >= per_insert {
+            per_insert
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, after) = rest.split_at(n);
+        chunks.push(chunk);
+        rest = after;
+    }
+    for chunk in chunks {
+        let mut insert = tx.prepare_cached(&insert_sql(head, chunk.len(), W + 1))?;
+        params.clear();
+        params.push(shared);
+        for row in chunk {
+            params.extend_from_slice(row);
+        }
+        insert.execute(&params[..])?;
+    }
+    Ok(())
+}
 
 /// Records the reads of the rows a batch wrote, replacing what each row
 /// recorded before: `(key, reads, new)`, where a `new` row did not exist
-/// before this batch (so had no reads to forget). The reads go in with
-/// multi-row inserts: fewer statements, the same index entries.
+/// before this batch (so had no reads to forget). Each read is one entry
+/// of the index by row read, inserted in that index's order (fewer pages
+/// visited), and each row's reads one packed value.
 pub(super) fn record_reads<'a>(
     tx: &Connection,
     graph: &Graph,
     reader: &str,
     rows: impl Iterator<Item = (&'a Key, &'a [Read], bool)>,
 ) -> SqlResult<()> {
-    let mut bound: Vec<(KeyParam, &str, KeyParam, Option<i64>)> = Vec::new();
+    let mut entries: Vec<(&str, &Key, &Key, Option<i64>)> = Vec::new();
+    let mut packed: Vec<(&Key, Vec<u8>)> = Vec::new();
     for (key, reads, new) in rows {
         if !new {
             forget_reader(tx, reader, key)?;
         }
-        bound.extend(reads.iter().map(|r| {
+        if reads.is_empty() {
+            continue;
+        }
+        packed.push((key, encode_reads(graph, reads)));
+        entries.extend(reads.iter().map(|r| {
             (
-                KeyParam(key),
                 graph.table(r.table).info.name,
-                KeyParam(&r.key),
+                &r.key,
+                key,
                 r.seen.map(Revision::get),
             )
         }));
     }
-    let values = |n: usize| {
-        let mut sql = String::from(
-            "INSERT OR REPLACE INTO rederive_reads(reader, reader_key, tbl, key, seen) VALUES ",
-        );
-        for i in 0..n {
-            let p = 2 + 4 * i;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("(?1, ?{}, ?{}, ?{}, ?{})", p, p + 1, p + 2, p + 3));
-        }
-        sql
-    };
-    let mut chunks = bound.chunks_exact(READS_PER_INSERT);
-    if chunks.len() > 0 {
-        let mut insert = tx.prepare_cached(&values(READS_PER_INSERT))?;
-        let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
-        for chunk in chunks.by_ref() {
-            params.clear();
-            params.push(&reader);
-            for (k, t, rk, seen) in chunk {
-                params.extend([k as &dyn rusqlite::ToSql, t, rk, seen]);
-            }
-            insert.execute(&params[..])?;
-        }
-    }
-    let mut insert = tx.prepare_cached(&values(1))?;
-    for (k, t, rk, seen) in chunks.remainder() {
-        insert.execute(params![reader, k, t, rk, seen])?;
+    entries.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    let keys: Vec<[KeyParam; 2]> = entries
+        .iter()
+        .map(|(_, k, rk, _)| [KeyParam(k), KeyParam(rk)])
+        .collect();
+    let bound: Vec<[&dyn rusqlite::ToSql; 4]> = entries
+        .iter()
+        .zip(&keys)
+        .map(|((t, _, _, seen), [k, rk])| [t as &dyn rusqlite::ToSql, k, rk, seen])
+        .collect();
+    insert_many(
+        tx,
+        "INSERT OR REPLACE INTO rederive_reads(reader, tbl, key, reader_key, seen)",
+        &reader,
+        &bound,
+        READS_PER_INSERT,
+    )?;
+    let keys: Vec<KeyParam> = packed.iter().map(|(k, _)| KeyParam(k)).collect();
+    let bound: Vec<[&dyn rusqlite::ToSql; 2]> = packed
+        .iter()
+        .zip(&keys)
+        .map(|((_, blob), k)| [k as &dyn rusqlite::ToSql, blob])
+        .collect();
+    insert_many(
+        tx,
+        "INSERT OR REPLACE INTO rederive_reader_reads(reader, reader_key, reads)",
+        &reader,
+        &bound,
+        READERS_PER_INSERT,
+    )
+}
+
+/// Removes the entries of the index by row read that one reader row's
+/// packed reads name.
+fn unindex(tx: &Connection, reader: &str, reader_key: &Value, packed: &[u8]) -> SqlResult<()> {
+    let mut delete = tx.prepare_cached(
+        "DELETE FROM rederive_reads WHERE tbl = ?1 AND key = ?2 AND reader = ?3 AND reader_key = ?4",
+    )?;
+    for r in decode_reads(packed).unwrap_or_default() {
+        delete.execute(params![
+            r.table,
+            KeyParam(&r.key),
+            reader,
+            super::SqlValue(reader_key)
+        ])?;
     }
     Ok(())
 }
 
-/// Removes the reads recorded by one derived row (which is gone).
+/// Removes the reads recorded by one derived row (which is gone, or is
+/// recorded again).
 pub(super) fn forget_reader(tx: &Connection, reader: &str, key: &Key) -> SqlResult<()> {
-    tx.prepare_cached("DELETE FROM rederive_reads WHERE reader = ?1 AND reader_key = ?2")?
-        .execute(params![reader, KeyParam(key)])?;
+    let packed: Option<Vec<u8>> = tx
+        .prepare_cached(
+            "DELETE FROM rederive_reader_reads WHERE reader = ?1 AND reader_key = ?2 RETURNING reads",
+        )?
+        .query_row(params![reader, KeyParam(key)], |r| r.get(0))
+        .optional()?;
+    if let Some(packed) = packed {
+        unindex(tx, reader, &key.to_value(), &packed)?;
+    }
     Ok(())
 }
 
@@ -129,8 +350,79 @@ pub(super) fn table_gone(tx: &Connection, table: &str) -> SqlResult<()> {
         )?
         .execute(params![table, rev])?;
     }
-    tx.prepare_cached("DELETE FROM rederive_reads WHERE reader = ?1")?
-        .execute([table])?;
+    let gone: Vec<(Value, Vec<u8>)> = tx
+        .prepare_cached(
+            "DELETE FROM rederive_reader_reads WHERE reader = ?1 RETURNING reader_key, reads",
+        )?
+        .query_map([table], |r| Ok((from_ref(r.get_ref(0)?), r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (key, packed) in gone {
+        unindex(tx, table, &key, &packed)?;
+    }
+    Ok(())
+}
+
+/// Converts the recorded reads of a database of storage format 1 (each
+/// read a row keyed by its reader, and an index by row read) to this
+/// layout, in the caller's transaction: no read is lost.
+pub(super) fn migrate_from_format_1(tx: &Connection) -> SqlResult<()> {
+    let old: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rederive_reads') \
+         AND NOT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rederive_reader_reads')",
+        [],
+        |r| r.get(0),
+    )?;
+    if old {
+        tx.execute_batch(
+            "DROP INDEX IF EXISTS rederive_reads_by_row;
+             ALTER TABLE rederive_reads RENAME TO rederive_reads_format_1;",
+        )?;
+    }
+    tx.execute_batch(READS_DDL)?;
+    if !old {
+        return Ok(());
+    }
+    tx.execute_batch(
+        "INSERT INTO rederive_reads(tbl, key, reader, reader_key, seen) \
+         SELECT tbl, key, reader, reader_key, seen FROM rederive_reads_format_1",
+    )?;
+    // Each reader's reads, packed: read in reader order, one run a reader.
+    let mut select = tx.prepare(
+        "SELECT reader, reader_key, tbl, key, seen FROM rederive_reads_format_1 \
+         ORDER BY reader, reader_key, tbl, key",
+    )?;
+    let mut insert = tx.prepare(
+        "INSERT INTO rederive_reader_reads(reader, reader_key, reads) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut rows = select.query([])?;
+    let mut current: Option<(String, Value)> = None;
+    let mut reads: Vec<(String, Key, Option<i64>)> = Vec::new();
+    let mut flush = |reader: &Option<(String, Value)>,
+                     reads: &mut Vec<(String, Key, Option<i64>)>| {
+        if let Some((name, key)) = reader {
+            if !reads.is_empty() {
+                let packed = pack_named(reads);
+                insert.execute(params![name, super::SqlValue(key), packed])?;
+            }
+        }
+        reads.clear();
+        SqlResult::Ok(())
+    };
+    while let Some(r) = rows.next()? {
+        let reader: String = r.get(0)?;
+        let reader_key = from_ref(r.get_ref(1)?);
+        if current.as_ref() != Some(&(reader.clone(), reader_key.clone())) {
+            flush(&current, &mut reads)?;
+            current = Some((reader, reader_key));
+        }
+        if let Some(key) = Key::from_value(&from_ref(r.get_ref(3)?)) {
+            reads.push((r.get(2)?, key, r.get(4)?));
+        }
+    }
+    flush(&current, &mut reads)?;
+    drop(rows);
+    drop(select);
+    tx.execute_batch("DROP TABLE rederive_reads_format_1")?;
     Ok(())
 }
 
@@ -142,33 +434,47 @@ impl SqliteStore {
         key: &Key,
     ) -> SqlResult<Vec<RecordedRead>> {
         let reader = graph.table(id).info.name;
+        let packed: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "SELECT reads FROM rederive_reader_reads WHERE reader = ?1 AND reader_key = ?2",
+            )?
+            .query_row(params![reader, KeyParam(key)], |r| r.get(0))
+            .optional()?;
+        let Some(packed) = packed else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        for &t in &graph.table(id).reads {
+        for r in decode_reads(&packed).unwrap_or_default() {
+            // Reads of tables it no longer declares are not its reads.
+            let Some(t) = graph
+                .table(id)
+                .reads
+                .iter()
+                .copied()
+                .find(|&t| graph.table(t).info.name == r.table)
+            else {
+                continue;
+            };
             let info = graph.table(t).info;
             let sql = format!(
-                "SELECT r.key, r.seen, x.__changed_at FROM rederive_reads r \
-                 LEFT JOIN {x} x ON x.{k} = r.key \
-                 WHERE r.reader = ?1 AND r.reader_key = ?2 AND r.tbl = ?3 ORDER BY r.key",
+                "SELECT __changed_at FROM {x} WHERE {k} = ?1",
                 x = quote(info.name),
                 k = key_column(info),
             );
-            let mut stmt = self.conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![reader, KeyParam(key), info.name])?;
-            while let Some(r) = rows.next()? {
-                let Some(read_key) = Key::from_value(&from_ref(r.get_ref(0)?)) else {
-                    continue;
-                };
-                let seen: Option<i64> = r.get(1)?;
-                let now: Option<i64> = r.get(2)?;
-                out.push(RecordedRead {
-                    read: Read {
-                        table: t,
-                        key: read_key,
-                        seen: seen.map(Revision::new),
-                    },
-                    now: now.map(Revision::new),
-                });
-            }
+            let now: Option<i64> = self
+                .conn
+                .prepare_cached(&sql)?
+                .query_row([KeyParam(&r.key)], |r| r.get(0))
+                .optional()?;
+            out.push(RecordedRead {
+                read: Read {
+                    table: t,
+                    key: r.key,
+                    seen: r.seen.map(Revision::new),
+                },
+                now: now.map(Revision::new),
+            });
         }
         out.sort_by(|a, b| a.read.cmp(&b.read));
         Ok(out)
@@ -244,5 +550,40 @@ impl SqliteStore {
             Ok(from_ref(r.get_ref(0)?))
         })?;
         keys_of(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_reads_come_back_as_written() {
+        let reads = vec![
+            ("Linked".to_owned(), Key::Int(-3), Some(7)),
+            ("Linked".to_owned(), Key::Int(i64::MAX), None),
+            ("Src".to_owned(), Key::Text("é".repeat(100)), Some(1 << 40)),
+            ("Src".to_owned(), Key::Text(String::new()), None),
+        ];
+        let packed = pack_named(&reads);
+        let back: Vec<(String, Key, Option<i64>)> = decode_reads(&packed)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.table.to_owned(), r.key, r.seen))
+            .collect();
+        assert_eq!(back, reads);
+        assert_eq!(decode_reads(&[]), Some(Vec::new()));
+    }
+
+    #[test]
+    fn bytes_not_packed_by_us_are_refused_without_a_panic() {
+        let packed = pack_named(&[("T".to_owned(), Key::Text("k".into()), Some(1))]);
+        for cut in 0..packed.len() {
+            if cut > 0 {
+                assert_eq!(decode_reads(&packed[..cut]), None, "cut at {cut}");
+            }
+        }
+        assert_eq!(decode_reads(&[1, b'T', 1, 9]), None);
+        assert_eq!(decode_reads(&[0xff; 12]), None);
     }
 }
