@@ -379,7 +379,8 @@ fn reads_survive_reopening_a_file() {
 
 /// Turns a database file back into storage format 1, as rederive wrote
 /// it before each read was one index entry: a row a read, keyed by its
-/// reader, and an index by row read.
+/// reader, with table names, and an index by row read. (Every read here
+/// is of a `Val` row, fresh: it saw that row's `changed_at`.)
 fn to_format_1(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
@@ -392,9 +393,15 @@ fn to_format_1(path: &std::path::Path) {
              seen INTEGER,
              PRIMARY KEY (reader, reader_key, tbl, key)
          ) STRICT, WITHOUT ROWID;
-         INSERT INTO old_reads SELECT reader, reader_key, tbl, key, seen FROM rederive_reads;
+         INSERT INTO old_reads
+           SELECT u.name, r.reader_key, t.name, r.key,
+             (SELECT __changed_at FROM \"Val\" v WHERE v.__key = r.key)
+           FROM rederive_reads r
+           JOIN rederive_read_tables t ON t.id = r.tbl
+           JOIN rederive_read_tables u ON u.id = r.reader;
          DROP TABLE rederive_reads;
          DROP TABLE rederive_reader_reads;
+         DROP TABLE rederive_read_tables;
          ALTER TABLE old_reads RENAME TO rederive_reads;
          CREATE INDEX rederive_reads_by_row ON rederive_reads(tbl, key, reader, reader_key);
          UPDATE rederive_meta SET value = 1 WHERE key = 'format';
@@ -436,7 +443,9 @@ fn reads_of_a_format_1_database_survive_its_conversion() {
         for callee in ["f_x", "f_y"] {
             let stale = db.stale_from::<Def>(callee).unwrap();
             assert!(
-                stale.iter().any(|s| s.table == "Val" && s.key == "f_main".into()),
+                stale
+                    .iter()
+                    .any(|s| s.table == "Val" && s.key == "f_main".into()),
                 "{callee}: {stale:?}"
             );
         }
@@ -449,10 +458,7 @@ fn reads_of_a_format_1_database_survive_its_conversion() {
         assert_eq!(value(&db, "f_main"), Ok(3));
         db.put(def("f_y", "7")).unwrap();
         let stale = db.stale_from::<Def>("f_y").unwrap();
-        assert!(
-            !stale.iter().any(|s| s.key == "f_main".into()),
-            "{stale:?}"
-        );
+        assert!(!stale.iter().any(|s| s.key == "f_main".into()), "{stale:?}");
         let report = refresh(&db);
         assert_eq!(report.table("Val").computed, 1, "{report:?}");
     })

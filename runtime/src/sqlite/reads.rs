@@ -3,15 +3,16 @@
 //!
 //! Each read is one entry of one B-tree, `rederive_reads`, keyed by the
 //! row read (`tbl, key`) and then by its reader: "which rows read X" is one
-//! index lookup. A reader's own reads, needed far less often (to check
-//! them before it runs, to replace them when it is computed again), are
-//! packed into one value per reader row in `rederive_reader_reads` (see
-//! [`encode_reads`]): a row with five reads costs five index entries and
-//! one row, not ten index entries as when each read was also a row of its
-//! own (storage format 1).
+//! index lookup. Tables are named there by small integer ids
+//! (`rederive_read_tables`, never reused), which keeps the entries short.
+//! A reader's own reads, needed far less often (to check them before it
+//! runs, to replace them when it is computed again), are packed into one
+//! value per reader row in `rederive_reader_reads` (see [`pack`]): a row
+//! with five reads costs five index entries and one row, not ten index
+//! entries with table names as in storage format 1.
 
 use super::sql::{bump_epoch, key_column, next_revision};
-use super::{from_ref, keys_of, quote, KeyParam, SqlResult, SqliteStore};
+use super::{from_ref, keys_of, quote, KeyParam, SqlResult, SqlValue, SqliteStore};
 use crate::graph::{Graph, TableId};
 use crate::storage::{Read, RecordedRead, Revision};
 use crate::value::{Key, Value};
@@ -20,16 +21,19 @@ use rusqlite::{params, Connection, OptionalExtension};
 /// The tables of recorded reads and tombstones (created with the database,
 /// or by the first write open of an older one).
 pub(super) const READS_DDL: &str = "
+    CREATE TABLE IF NOT EXISTS rederive_read_tables(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    ) STRICT;
     CREATE TABLE IF NOT EXISTS rederive_reads(
-        tbl TEXT NOT NULL,
+        tbl INTEGER NOT NULL,
         key ANY NOT NULL,
-        reader TEXT NOT NULL,
+        reader INTEGER NOT NULL,
         reader_key ANY NOT NULL,
-        seen INTEGER,
         PRIMARY KEY (tbl, key, reader, reader_key)
     ) STRICT, WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS rederive_reader_reads(
-        reader TEXT NOT NULL,
+        reader INTEGER NOT NULL,
         reader_key ANY NOT NULL,
         reads BLOB NOT NULL,
         PRIMARY KEY (reader, reader_key)
@@ -42,44 +46,49 @@ pub(super) const READS_DDL: &str = "
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS rederive_tombstones_by_revision ON rederive_tombstones(tbl, deleted_at);";
 
-/// How many reads one multi-row insert records (5 parameters each).
-const READS_PER_INSERT: usize = 200;
+/// SQL for the id of the table named by parameter `p` (NULL when it has
+/// none: then no read names it).
+fn id_of(p: &str) -> String {
+    format!("(SELECT id FROM rederive_read_tables WHERE name = {p})")
+}
+
+/// The id of a table in the recorded reads, given one if it has none yet
+/// (in the caller's write transaction).
+fn table_id(tx: &Connection, name: &str) -> SqlResult<i64> {
+    let found: Option<i64> = tx
+        .prepare_cached("SELECT id FROM rederive_read_tables WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    tx.prepare_cached("INSERT INTO rederive_read_tables(name) VALUES (?1)")?
+        .execute([name])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// How many reads one multi-row insert records (4 parameters each).
+const READS_PER_INSERT: usize = 250;
 
 /// How many readers one multi-row insert of packed reads writes (3
 /// parameters each).
 const READERS_PER_INSERT: usize = 300;
 
-/// One read as packed in `rederive_reader_reads` (the table by name, as
-/// everywhere in the file).
+/// One read as packed in `rederive_reader_reads`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct StoredRead<'a> {
-    pub table: &'a str,
+pub(super) struct StoredRead {
+    /// The table read, by its id in `rederive_read_tables`.
+    pub table: i64,
     pub key: Key,
     pub seen: Option<i64>,
 }
 
-/// Packs one reader's reads (sorted by table, as [`Read`]s sort): for
-/// each run of reads of one table, the table's name (its length as a
-/// varint, then its bytes) and the number of reads in the run (a varint);
-/// then each read: its key (tag 0 and 8 bytes of an integer, little
-/// endian, or tag 1, a varint length and the UTF-8 bytes of a text) and
-/// what it saw (tag 0: no row; tag 1 and 8 bytes of a revision).
-pub(super) fn encode_reads(graph: &Graph, reads: &[Read]) -> Vec<u8> {
-    pack(reads.iter().map(|r| {
-        (
-            graph.table(r.table).info.name,
-            &r.key,
-            r.seen.map(Revision::get),
-        )
-    }))
-}
-
-/// [`encode_reads`] of reads named by their table's name.
-fn pack_named(reads: &[(String, Key, Option<i64>)]) -> Vec<u8> {
-    pack(reads.iter().map(|(t, k, s)| (t.as_str(), k, *s)))
-}
-
-fn pack<'a>(reads: impl Iterator<Item = (&'a str, &'a Key, Option<i64>)>) -> Vec<u8> {
+/// Packs one reader's reads: for each run of reads of one table, the
+/// table's id and the number of reads in the run (varints); then each
+/// read: its key (tag 0 and 8 bytes of an integer, little endian, or tag
+/// 1, a varint length and the UTF-8 bytes of a text) and what it saw (tag
+/// 0: no row; tag 1 and 8 bytes of a revision).
+fn pack<'a>(reads: impl Iterator<Item = (i64, &'a Key, Option<i64>)>) -> Vec<u8> {
     let reads: Vec<_> = reads.collect();
     let mut out = Vec::with_capacity(reads.len() * 19 + 8);
     let mut rest = &reads[..];
@@ -88,8 +97,7 @@ fn pack<'a>(reads: impl Iterator<Item = (&'a str, &'a Key, Option<i64>)>) -> Vec
             .iter()
             .position(|r| r.0 != first.0)
             .unwrap_or(rest.len());
-        push_varint(&mut out, first.0.len() as u64);
-        out.extend_from_slice(first.0.as_bytes());
+        push_varint(&mut out, first.0 as u64);
         push_varint(&mut out, run as u64);
         for &(_, key, seen) in &rest[..run] {
             match key {
@@ -116,13 +124,12 @@ fn pack<'a>(reads: impl Iterator<Item = (&'a str, &'a Key, Option<i64>)>) -> Vec
     out
 }
 
-/// The reads [`encode_reads`] packed; `None` for bytes it did not write.
-pub(super) fn decode_reads(bytes: &[u8]) -> Option<Vec<StoredRead<'_>>> {
+/// The reads [`pack`] packed; `None` for bytes it did not write.
+pub(super) fn unpack(bytes: &[u8]) -> Option<Vec<StoredRead>> {
     let mut out = Vec::new();
     let mut at = bytes;
     while !at.is_empty() {
-        let len = usize::try_from(take_varint(&mut at)?).ok()?;
-        let table = std::str::from_utf8(take(&mut at, len)?).ok()?;
+        let table = i64::try_from(take_varint(&mut at)?).ok()?;
         let run = take_varint(&mut at)?;
         for _ in 0..run {
             let key = match take(&mut at, 1)?[0] {
@@ -197,9 +204,11 @@ fn insert_many<const W: usize>(
 ) -> SqlResult<()> {
     let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + W * per_insert);
     // Full statements, then the rest in powers of two: few distinct
-    // statements to prepare, each prepared once.
+    // statements to prepare, each prepared once; each statement's text
+    // built once a call (it is the key of the cache of prepared
+    // statements).
+    let mut texts: Vec<(usize, String)> = Vec::new();
     let mut rest = rows;
-    let mut chunks = Vec::new();
     while !rest.is_empty() {
         let n = if rest.len() >= per_insert {
             per_insert
@@ -207,11 +216,15 @@ fn insert_many<const W: usize>(
             1 << rest.len().ilog2()
         };
         let (chunk, after) = rest.split_at(n);
-        chunks.push(chunk);
         rest = after;
-    }
-    for chunk in chunks {
-        let mut insert = tx.prepare_cached(&insert_sql(head, chunk.len(), W + 1))?;
+        let text = match texts.iter().position(|(m, _)| *m == n) {
+            Some(i) => &texts[i].1,
+            None => {
+                texts.push((n, insert_sql(head, n, W + 1)));
+                &texts[texts.len() - 1].1
+            }
+        };
+        let mut insert = tx.prepare_cached(text)?;
         params.clear();
         params.push(shared);
         for row in chunk {
@@ -233,39 +246,46 @@ pub(super) fn record_reads<'a>(
     reader: &str,
     rows: impl Iterator<Item = (&'a Key, &'a [Read], bool)>,
 ) -> SqlResult<()> {
-    let mut entries: Vec<(&str, &Key, &Key, Option<i64>)> = Vec::new();
+    let reader_id = table_id(tx, reader)?;
+    let mut ids: Vec<(TableId, i64)> = Vec::new();
+    let mut entries: Vec<(i64, &Key, &Key)> = Vec::new();
     let mut packed: Vec<(&Key, Vec<u8>)> = Vec::new();
     for (key, reads, new) in rows {
         if !new {
-            forget_reader(tx, reader, key)?;
+            forget_reader(tx, reader_id, key)?;
         }
         if reads.is_empty() {
             continue;
         }
-        packed.push((key, encode_reads(graph, reads)));
-        entries.extend(reads.iter().map(|r| {
-            (
-                graph.table(r.table).info.name,
-                &r.key,
-                key,
-                r.seen.map(Revision::get),
-            )
-        }));
+        let mut named = Vec::with_capacity(reads.len());
+        for r in reads {
+            let id = match ids.iter().find(|(t, _)| *t == r.table) {
+                Some(&(_, id)) => id,
+                None => {
+                    let id = table_id(tx, graph.table(r.table).info.name)?;
+                    ids.push((r.table, id));
+                    id
+                }
+            };
+            named.push((id, &r.key, r.seen.map(Revision::get)));
+            entries.push((id, &r.key, key));
+        }
+        packed.push((key, pack(named.into_iter())));
     }
-    entries.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    entries.sort_unstable();
     let keys: Vec<[KeyParam; 2]> = entries
         .iter()
-        .map(|(_, k, rk, _)| [KeyParam(k), KeyParam(rk)])
+        .map(|(_, k, rk)| [KeyParam(k), KeyParam(rk)])
         .collect();
-    let bound: Vec<[&dyn rusqlite::ToSql; 4]> = entries
+    let bound: Vec<[&dyn rusqlite::ToSql; 3]> = entries
         .iter()
         .zip(&keys)
-        .map(|((t, _, _, seen), [k, rk])| [t as &dyn rusqlite::ToSql, k, rk, seen])
+        .map(|((t, _, _), [k, rk])| [t as &dyn rusqlite::ToSql, k, rk])
         .collect();
     insert_many(
         tx,
-        "INSERT OR REPLACE INTO rederive_reads(reader, tbl, key, reader_key, seen)",
-        &reader,
+        "INSERT OR REPLACE INTO rederive_reads(reader, tbl, key, reader_key)",
+        &reader_id,
         &bound,
         READS_PER_INSERT,
     )?;
@@ -278,7 +298,7 @@ pub(super) fn record_reads<'a>(
     insert_many(
         tx,
         "INSERT OR REPLACE INTO rederive_reader_reads(reader, reader_key, reads)",
-        &reader,
+        &reader_id,
         &bound,
         READERS_PER_INSERT,
     )
@@ -286,16 +306,16 @@ pub(super) fn record_reads<'a>(
 
 /// Removes the entries of the index by row read that one reader row's
 /// packed reads name.
-fn unindex(tx: &Connection, reader: &str, reader_key: &Value, packed: &[u8]) -> SqlResult<()> {
+fn unindex(tx: &Connection, reader: i64, reader_key: &Value, packed: &[u8]) -> SqlResult<()> {
     let mut delete = tx.prepare_cached(
         "DELETE FROM rederive_reads WHERE tbl = ?1 AND key = ?2 AND reader = ?3 AND reader_key = ?4",
     )?;
-    for r in decode_reads(packed).unwrap_or_default() {
+    for r in unpack(packed).unwrap_or_default() {
         delete.execute(params![
             r.table,
             KeyParam(&r.key),
             reader,
-            super::SqlValue(reader_key)
+            SqlValue(reader_key)
         ])?;
     }
     Ok(())
@@ -303,7 +323,7 @@ fn unindex(tx: &Connection, reader: &str, reader_key: &Value, packed: &[u8]) -> 
 
 /// Removes the reads recorded by one derived row (which is gone, or is
 /// recorded again).
-pub(super) fn forget_reader(tx: &Connection, reader: &str, key: &Key) -> SqlResult<()> {
+fn forget_reader(tx: &Connection, reader: i64, key: &Key) -> SqlResult<()> {
     let packed: Option<Vec<u8>> = tx
         .prepare_cached(
             "DELETE FROM rederive_reader_reads WHERE reader = ?1 AND reader_key = ?2 RETURNING reads",
@@ -319,11 +339,12 @@ pub(super) fn forget_reader(tx: &Connection, reader: &str, key: &Key) -> SqlResu
 /// Records, at `rev`, that the row `(table, key)` was deleted, if any row
 /// read it.
 pub(super) fn tombstone(tx: &Connection, table: &str, key: &Key, rev: Revision) -> SqlResult<()> {
-    tx.prepare_cached(
+    tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO rederive_tombstones(tbl, key, deleted_at) \
          SELECT ?1, ?2, ?3 WHERE EXISTS \
-         (SELECT 1 FROM rederive_reads WHERE tbl = ?1 AND key = ?2)",
-    )?
+         (SELECT 1 FROM rederive_reads WHERE tbl = {} AND key = ?2)",
+        id_of("?1")
+    ))?
     .execute(params![table, KeyParam(key), rev])?;
     Ok(())
 }
@@ -332,39 +353,55 @@ pub(super) fn tombstone(tx: &Connection, table: &str, key: &Key, rev: Revision) 
 /// and its own reads forgotten.
 pub(super) fn row_gone(tx: &Connection, table: &str, key: &Key, rev: Revision) -> SqlResult<()> {
     tombstone(tx, table, key, rev)?;
-    forget_reader(tx, table, key)
+    let id: Option<i64> = tx
+        .prepare_cached("SELECT id FROM rederive_read_tables WHERE name = ?1")?
+        .query_row([table], |r| r.get(0))
+        .optional()?;
+    match id {
+        Some(id) => forget_reader(tx, id, key),
+        None => Ok(()),
+    }
 }
 
 /// Every row of `table` is gone (the table was rebuilt or dropped): its
 /// readers are told under a new revision, and its rows' reads forgotten.
 pub(super) fn table_gone(tx: &Connection, table: &str) -> SqlResult<()> {
+    let id: Option<i64> = tx
+        .prepare_cached("SELECT id FROM rederive_read_tables WHERE name = ?1")?
+        .query_row([table], |r| r.get(0))
+        .optional()?;
+    let Some(id) = id else {
+        // Never read, and never a reader.
+        return Ok(());
+    };
     let read: bool = tx
         .prepare_cached("SELECT EXISTS(SELECT 1 FROM rederive_reads WHERE tbl = ?1)")?
-        .query_row([table], |r| r.get(0))?;
+        .query_row([id], |r| r.get(0))?;
     if read {
         let rev = next_revision(tx)?;
         bump_epoch(tx)?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO rederive_tombstones(tbl, key, deleted_at) \
-             SELECT DISTINCT tbl, key, ?2 FROM rederive_reads WHERE tbl = ?1",
+             SELECT DISTINCT ?1, key, ?2 FROM rederive_reads WHERE tbl = ?3",
         )?
-        .execute(params![table, rev])?;
+        .execute(params![table, rev, id])?;
     }
     let gone: Vec<(Value, Vec<u8>)> = tx
         .prepare_cached(
             "DELETE FROM rederive_reader_reads WHERE reader = ?1 RETURNING reader_key, reads",
         )?
-        .query_map([table], |r| Ok((from_ref(r.get_ref(0)?), r.get(1)?)))?
+        .query_map([id], |r| Ok((from_ref(r.get_ref(0)?), r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (key, packed) in gone {
-        unindex(tx, table, &key, &packed)?;
+        unindex(tx, id, &key, &packed)?;
     }
     Ok(())
 }
 
 /// Converts the recorded reads of a database of storage format 1 (each
-/// read a row keyed by its reader, and an index by row read) to this
-/// layout, in the caller's transaction: no read is lost.
+/// read a row keyed by its reader, with table names, and an index by row
+/// read) to this layout, in the caller's write transaction: no read is
+/// lost.
 pub(super) fn migrate_from_format_1(tx: &Connection) -> SqlResult<()> {
     let old: bool = tx.query_row(
         "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rederive_reads') \
@@ -383,35 +420,40 @@ pub(super) fn migrate_from_format_1(tx: &Connection) -> SqlResult<()> {
         return Ok(());
     }
     tx.execute_batch(
-        "INSERT INTO rederive_reads(tbl, key, reader, reader_key, seen) \
-         SELECT tbl, key, reader, reader_key, seen FROM rederive_reads_format_1",
+        "INSERT OR IGNORE INTO rederive_read_tables(name) \
+           SELECT reader FROM rederive_reads_format_1 UNION SELECT tbl FROM rederive_reads_format_1; \
+         INSERT INTO rederive_reads(tbl, key, reader, reader_key) \
+           SELECT t.id, r.key, u.id, r.reader_key FROM rederive_reads_format_1 r \
+           JOIN rederive_read_tables t ON t.name = r.tbl \
+           JOIN rederive_read_tables u ON u.name = r.reader;",
     )?;
     // Each reader's reads, packed: read in reader order, one run a reader.
     let mut select = tx.prepare(
-        "SELECT reader, reader_key, tbl, key, seen FROM rederive_reads_format_1 \
-         ORDER BY reader, reader_key, tbl, key",
+        "SELECT u.id, r.reader_key, t.id, r.key, r.seen FROM rederive_reads_format_1 r \
+         JOIN rederive_read_tables t ON t.name = r.tbl \
+         JOIN rederive_read_tables u ON u.name = r.reader \
+         ORDER BY u.id, r.reader_key, t.id, r.key",
     )?;
     let mut insert = tx.prepare(
         "INSERT INTO rederive_reader_reads(reader, reader_key, reads) VALUES (?1, ?2, ?3)",
     )?;
     let mut rows = select.query([])?;
-    let mut current: Option<(String, Value)> = None;
-    let mut reads: Vec<(String, Key, Option<i64>)> = Vec::new();
-    let mut flush = |reader: &Option<(String, Value)>,
-                     reads: &mut Vec<(String, Key, Option<i64>)>| {
-        if let Some((name, key)) = reader {
+    let mut current: Option<(i64, Value)> = None;
+    let mut reads: Vec<(i64, Key, Option<i64>)> = Vec::new();
+    let mut flush = |reader: &Option<(i64, Value)>, reads: &mut Vec<(i64, Key, Option<i64>)>| {
+        if let Some((id, key)) = reader {
             if !reads.is_empty() {
-                let packed = pack_named(reads);
-                insert.execute(params![name, super::SqlValue(key), packed])?;
+                let packed = pack(reads.iter().map(|(t, k, s)| (*t, k, *s)));
+                insert.execute(params![id, SqlValue(key), packed])?;
             }
         }
         reads.clear();
         SqlResult::Ok(())
     };
     while let Some(r) = rows.next()? {
-        let reader: String = r.get(0)?;
+        let reader: i64 = r.get(0)?;
         let reader_key = from_ref(r.get_ref(1)?);
-        if current.as_ref() != Some(&(reader.clone(), reader_key.clone())) {
+        if current.as_ref().map(|(id, k)| (*id, k)) != Some((reader, &reader_key)) {
             flush(&current, &mut reads)?;
             current = Some((reader, reader_key));
         }
@@ -436,24 +478,29 @@ impl SqliteStore {
         let reader = graph.table(id).info.name;
         let packed: Option<Vec<u8>> = self
             .conn
-            .prepare_cached(
-                "SELECT reads FROM rederive_reader_reads WHERE reader = ?1 AND reader_key = ?2",
-            )?
+            .prepare_cached(&format!(
+                "SELECT reads FROM rederive_reader_reads WHERE reader = {} AND reader_key = ?2",
+                id_of("?1")
+            ))?
             .query_row(params![reader, KeyParam(key)], |r| r.get(0))
             .optional()?;
         let Some(packed) = packed else {
             return Ok(Vec::new());
         };
+        // The tables it declares, by their ids: reads of tables it no
+        // longer declares are not its reads.
+        let mut declared = Vec::new();
+        for &t in &graph.table(id).reads {
+            let found: Option<i64> = self
+                .conn
+                .prepare_cached("SELECT id FROM rederive_read_tables WHERE name = ?1")?
+                .query_row([graph.table(t).info.name], |r| r.get(0))
+                .optional()?;
+            declared.extend(found.map(|n| (n, t)));
+        }
         let mut out = Vec::new();
-        for r in decode_reads(&packed).unwrap_or_default() {
-            // Reads of tables it no longer declares are not its reads.
-            let Some(t) = graph
-                .table(id)
-                .reads
-                .iter()
-                .copied()
-                .find(|&t| graph.table(t).info.name == r.table)
-            else {
+        for r in unpack(&packed).unwrap_or_default() {
+            let Some(&(_, t)) = declared.iter().find(|(n, _)| *n == r.table) else {
                 continue;
             };
             let info = graph.table(t).info;
@@ -486,10 +533,12 @@ impl SqliteStore {
         table: TableId,
         key: &Key,
     ) -> SqlResult<Vec<(TableId, Key)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT reader, reader_key FROM rederive_reads WHERE tbl = ?1 AND key = ?2 \
-             ORDER BY reader, reader_key",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT t.name, r.reader_key FROM rederive_reads r \
+             JOIN rederive_read_tables t ON t.id = r.reader \
+             WHERE r.tbl = {} AND r.key = ?2 ORDER BY t.name, r.reader_key",
+            id_of("?1")
+        ))?;
         let mut rows = stmt.query(params![graph.table(table).info.name, KeyParam(key)])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -526,13 +575,15 @@ impl SqliteStore {
                 let lit = info.name.replace('\'', "''");
                 format!(
                     "SELECT r.reader_key AS k FROM {x} x CROSS JOIN rederive_reads r \
-                       ON r.tbl = '{lit}' AND r.key = +x.{key} AND r.reader = '{name}' \
+                       ON r.tbl = {tbl} AND r.key = +x.{key} AND r.reader = {me} \
                      WHERE x.__changed_at > ?1 \
                      UNION SELECT r.reader_key FROM rederive_tombstones d CROSS JOIN rederive_reads r \
-                       ON r.tbl = d.tbl AND r.key = d.key AND r.reader = '{name}' \
+                       ON r.tbl = {tbl} AND r.key = d.key AND r.reader = {me} \
                      WHERE d.tbl = '{lit}' AND d.deleted_at > ?1",
                     x = quote(info.name),
                     key = key_column(info),
+                    tbl = id_of(&format!("'{lit}'")),
+                    me = id_of(&format!("'{name}'")),
                 )
             })
             .collect();
@@ -557,33 +608,35 @@ impl SqliteStore {
 mod tests {
     use super::*;
 
+    fn packed(reads: &[(i64, Key, Option<i64>)]) -> Vec<u8> {
+        pack(reads.iter().map(|(t, k, s)| (*t, k, *s)))
+    }
+
     #[test]
     fn packed_reads_come_back_as_written() {
         let reads = vec![
-            ("Linked".to_owned(), Key::Int(-3), Some(7)),
-            ("Linked".to_owned(), Key::Int(i64::MAX), None),
-            ("Src".to_owned(), Key::Text("é".repeat(100)), Some(1 << 40)),
-            ("Src".to_owned(), Key::Text(String::new()), None),
+            (1, Key::Int(-3), Some(7)),
+            (1, Key::Int(i64::MAX), None),
+            (300, Key::Text("é".repeat(100)), Some(1 << 40)),
+            (300, Key::Text(String::new()), None),
+            (1, Key::Int(0), None),
         ];
-        let packed = pack_named(&reads);
-        let back: Vec<(String, Key, Option<i64>)> = decode_reads(&packed)
+        let back: Vec<(i64, Key, Option<i64>)> = unpack(&packed(&reads))
             .unwrap()
             .into_iter()
-            .map(|r| (r.table.to_owned(), r.key, r.seen))
+            .map(|r| (r.table, r.key, r.seen))
             .collect();
         assert_eq!(back, reads);
-        assert_eq!(decode_reads(&[]), Some(Vec::new()));
+        assert_eq!(unpack(&[]), Some(Vec::new()));
     }
 
     #[test]
     fn bytes_not_packed_by_us_are_refused_without_a_panic() {
-        let packed = pack_named(&[("T".to_owned(), Key::Text("k".into()), Some(1))]);
-        for cut in 0..packed.len() {
-            if cut > 0 {
-                assert_eq!(decode_reads(&packed[..cut]), None, "cut at {cut}");
-            }
+        let bytes = packed(&[(2, Key::Text("k".into()), Some(1))]);
+        for cut in 1..bytes.len() {
+            assert_eq!(unpack(&bytes[..cut]), None, "cut at {cut}");
         }
-        assert_eq!(decode_reads(&[1, b'T', 1, 9]), None);
-        assert_eq!(decode_reads(&[0xff; 12]), None);
+        assert_eq!(unpack(&[1, 1, 9]), None);
+        assert_eq!(unpack(&[0xff; 12]), None);
     }
 }
