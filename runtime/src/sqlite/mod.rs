@@ -15,11 +15,12 @@
 //! - `rederive_codes`: the code versions derived rows were computed with,
 //!   each named by a small id (ids are never reused);
 //! - `rederive_reads`: the rows each derived row read through its `ctx`,
-//!   one entry a read keyed by the row read, then the reader (table and key
-//!   read, reader table and key, its `changed_at` then or NULL);
-//!   `rederive_reader_reads`: the same reads packed into one value per
-//!   reader row; `rederive_tombstones`: rows that were read and deleted,
-//!   with the deleting revision;
+//!   one entry a read keyed by the row read, then the reader (table id and
+//!   key read, reader table id and key); `rederive_read_tables`: those
+//!   tables' ids; `rederive_reader_reads`: each reader row's reads, with
+//!   the `changed_at` each saw (or none), packed into one value;
+//!   `rederive_tombstones`: rows that were read and deleted, with the
+//!   deleting revision;
 //! - `rederive_leases`, `rederive_table_leases`, `rederive_workers`: row
 //!   leases, whole-table leases of a worker that is alone, and live workers.
 //!
