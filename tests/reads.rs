@@ -377,6 +377,93 @@ fn reads_survive_reopening_a_file() {
     })
 }
 
+/// Turns a database file back into storage format 1, as rederive wrote
+/// it before each read was one index entry: a row a read, keyed by its
+/// reader, with table names, and an index by row read. (Every read here
+/// is of a `Val` row, fresh: it saw that row's `changed_at`.)
+fn to_format_1(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE old_reads(
+             reader TEXT NOT NULL,
+             reader_key ANY NOT NULL,
+             tbl TEXT NOT NULL,
+             key ANY NOT NULL,
+             seen INTEGER,
+             PRIMARY KEY (reader, reader_key, tbl, key)
+         ) STRICT, WITHOUT ROWID;
+         INSERT INTO old_reads
+           SELECT u.name, r.reader_key, t.name, r.key,
+             (SELECT __changed_at FROM \"Val\" v WHERE v.__key = r.key)
+           FROM rederive_reads r
+           JOIN rederive_read_tables t ON t.id = r.tbl
+           JOIN rederive_read_tables u ON u.id = r.reader;
+         DROP TABLE rederive_reads;
+         DROP TABLE rederive_reader_reads;
+         DROP TABLE rederive_read_tables;
+         ALTER TABLE old_reads RENAME TO rederive_reads;
+         CREATE INDEX rederive_reads_by_row ON rederive_reads(tbl, key, reader, reader_key);
+         UPDATE rederive_meta SET value = 1 WHERE key = 'format';
+         COMMIT;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn reads_of_a_format_1_database_survive_its_conversion() {
+    within_deadline(1, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("format1.db");
+        {
+            let db = Db::open(&path).unwrap();
+            db.put_all(vec![
+                def("f_main", "f_x f_y 1"),
+                def("f_x", "4"),
+                def("f_y", "2"),
+                def("f_z", "3"),
+            ])
+            .unwrap();
+            refresh(&db);
+        }
+        to_format_1(&path);
+        let db = Db::open(&path).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let format: i64 = conn
+            .query_row(
+                "SELECT value FROM rederive_meta WHERE key = 'format'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(format, 2);
+        assert_eq!(db.explain::<Val>("f_main").unwrap(), Staleness::Fresh);
+        // Every read converted is followed.
+        db.put_all(vec![def("f_x", "5"), def("f_y", "3")]).unwrap();
+        for callee in ["f_x", "f_y"] {
+            let stale = db.stale_from::<Def>(callee).unwrap();
+            assert!(
+                stale
+                    .iter()
+                    .any(|s| s.table == "Val" && s.key == "f_main".into()),
+                "{callee}: {stale:?}"
+            );
+        }
+        let report = refresh(&db);
+        assert_eq!(report.table("Val").computed, 3, "{report:?}");
+        assert_eq!(value(&db, "f_main"), Ok(9));
+        // A reader computed again forgets the reads converted.
+        db.put(def("f_main", "f_z")).unwrap();
+        refresh(&db);
+        assert_eq!(value(&db, "f_main"), Ok(3));
+        db.put(def("f_y", "7")).unwrap();
+        let stale = db.stale_from::<Def>("f_y").unwrap();
+        assert!(!stale.iter().any(|s| s.key == "f_main".into()), "{stale:?}");
+        let report = refresh(&db);
+        assert_eq!(report.table("Val").computed, 1, "{report:?}");
+    })
+}
+
 #[test]
 fn get_settles_every_input_of_a_row_before_computing_it() {
     within_deadline(1, || {

@@ -14,10 +14,13 @@
 //!   holding the input row's `__changed_at` when the row was computed;
 //! - `rederive_codes`: the code versions derived rows were computed with,
 //!   each named by a small id (ids are never reused);
-//! - `rederive_reads`: the rows each derived row read through its `ctx`
-//!   (reader table and key, table and key read, its `changed_at` then or
-//!   NULL), indexed by the row read; `rederive_tombstones`: rows that were
-//!   read and deleted, with the deleting revision;
+//! - `rederive_reads`: the rows each derived row read through its `ctx`,
+//!   one entry a read keyed by the row read, then the reader (table id and
+//!   key read, reader table id and key); `rederive_read_tables`: those
+//!   tables' ids; `rederive_reader_reads`: each reader row's reads, with
+//!   the `changed_at` each saw (or none), packed into one value;
+//!   `rederive_tombstones`: rows that were read and deleted, with the
+//!   deleting revision;
 //! - `rederive_leases`, `rederive_table_leases`, `rederive_workers`: row
 //!   leases, whole-table leases of a worker that is alone, and live workers.
 //!
@@ -42,8 +45,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The newest storage format this build reads and writes.
-pub const FORMAT: i64 = 1;
+/// The newest storage format this build reads and writes: 2 since each
+/// recorded read is one entry of the index by row read (see the module
+/// docs); a database of format 1 is converted when it is opened.
+pub const FORMAT: i64 = 2;
 
 /// A database in an SQLite file (or a private in-memory one).
 pub struct SqliteStore {
@@ -216,6 +221,27 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Converts a database of storage format 1 to [`FORMAT`], in one
+    /// write transaction (checked again inside it: another process may
+    /// have converted it meanwhile).
+    fn migrate_from_format_1(&self) -> SqlResult<()> {
+        let tx = self.write()?;
+        let format: i64 = tx.query_row(
+            "SELECT value FROM rederive_meta WHERE key = 'format'",
+            [],
+            |r| r.get(0),
+        )?;
+        if format == 1 {
+            reads::migrate_from_format_1(&tx)?;
+            tx.execute(
+                "UPDATE rederive_meta SET value = ?1 WHERE key = 'format'",
+                [FORMAT],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn init(&self) -> SqlResult<()> {
         self.conn.busy_timeout(Duration::from_secs(10))?;
         self.conn.set_prepared_statement_cache_capacity(256);
@@ -272,6 +298,7 @@ impl SqliteStore {
                     supported: FORMAT,
                 }
                 .into()),
+                Some(1) => self.migrate_from_format_1(),
                 Some(_) => Ok(()),
                 None => Err(self
                     .not_a_database("rederive_meta has no format version")

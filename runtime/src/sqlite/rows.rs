@@ -2,8 +2,8 @@
 
 use super::sql::{bump_epoch, key_column, next_revision, Shape, Source, UPSERT_ROWS};
 use super::{
-    from_ref, key_ref, keys_of, quote, reads, replicas, run, value_ref, SqlResult, SqlValue,
-    SqliteStore,
+    from_ref, key_ref, keys_of, quote, reads, replicas, run, value_ref, KeyParam, SqlResult,
+    SqlValue, SqliteStore,
 };
 use crate::error::Result;
 use crate::graph::{Graph, TableId, TableNode};
@@ -26,10 +26,21 @@ impl SqliteStore {
         key: &Key,
         values: Values,
     ) -> SqlResult<Vec<Option<RowState>>> {
+        if tables.len() == 1 {
+            // One row: looked up directly (most reads through a `ctx`).
+            let sql = self.cache.state_sql(graph, tables, Source::Row, values);
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query([KeyParam(key)])?;
+            return Ok(match rows.next()? {
+                Some(r) => self
+                    .cache
+                    .read_states(&self.conn, graph, tables, r, &mut 1, values)?,
+                None => vec![None],
+            });
+        }
         let sql = self.cache.state_sql(graph, tables, Source::Key, values);
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let k = key.to_value();
-        Ok(stmt.query_row([SqlValue(&k)], |r| {
+        Ok(stmt.query_row([KeyParam(key)], |r| {
             self.cache
                 .read_states(&self.conn, graph, tables, r, &mut 1, values)
         })?)

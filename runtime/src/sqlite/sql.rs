@@ -39,6 +39,10 @@ impl Shape {
 pub(super) enum Source {
     /// One key (parameter 1).
     Key,
+    /// One key (parameter 1) of one table, looked up directly: no row when
+    /// it has none (cheaper than [`Source::Key`]'s join, for reads of one
+    /// row).
+    Row,
     /// A page of a driver table's rows changed after a cursor (parameters:
     /// revision, rowid, limit).
     Changes(TableId),
@@ -183,7 +187,7 @@ impl Cache {
 
 fn build_state_sql(graph: &Graph, tables: &[TableId], source: Source, values: Values) -> String {
     // A scan reads its first table directly, in key order (no self-join).
-    let scan = matches!(source, Source::Scan { .. });
+    let scan = matches!(source, Source::Scan { .. } | Source::Row);
     let mut select = vec![if scan {
         format!("a0.{}", key_column(graph.table(tables[0]).info))
     } else {
@@ -225,6 +229,15 @@ fn build_state_sql(graph: &Graph, tables: &[TableId], source: Source, values: Va
     }
     let (from, order) = match source {
         Source::Key => ("(SELECT ?1 AS k) q".to_owned(), ""),
+        Source::Row => {
+            let info = graph.table(tables[0]).info;
+            return format!(
+                "SELECT {} FROM {} a0 WHERE a0.{} = ?1",
+                select.join(", "),
+                quote(info.name),
+                key_column(info)
+            );
+        }
         Source::Scan { first, bounded } => {
             let info = graph.table(tables[0]).info;
             let key = key_column(info);
