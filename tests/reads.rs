@@ -436,7 +436,7 @@ fn reads_of_a_format_1_database_survive_its_conversion() {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(format, 2);
+        assert_eq!(format, rederive::sqlite::FORMAT);
         assert_eq!(db.explain::<Val>("f_main").unwrap(), Staleness::Fresh);
         // Every read converted is followed.
         db.put_all(vec![def("f_x", "5"), def("f_y", "3")]).unwrap();

@@ -48,7 +48,7 @@ use std::time::Duration;
 /// The newest storage format this build reads and writes: 2 since each
 /// recorded read is one entry of the index by row read (see the module
 /// docs); a database of format 1 is converted when it is opened.
-pub const FORMAT: i64 = 2;
+pub const FORMAT: i64 = 3;
 
 /// A database in an SQLite file (or a private in-memory one).
 pub struct SqliteStore {
@@ -221,18 +221,23 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Converts a database of storage format 1 to [`FORMAT`], in one
-    /// write transaction (checked again inside it: another process may
-    /// have converted it meanwhile).
-    fn migrate_from_format_1(&self) -> SqlResult<()> {
+    /// Converts a database of an older storage format to [`FORMAT`], in
+    /// one write transaction (checked again inside it: another process may
+    /// have converted it meanwhile): format 1 stored each read twice, with
+    /// table names; format 2 lacked the list of rows whose index entries
+    /// are pending.
+    fn migrate(&self) -> SqlResult<()> {
         let tx = self.write()?;
         let format: i64 = tx.query_row(
             "SELECT value FROM rederive_meta WHERE key = 'format'",
             [],
             |r| r.get(0),
         )?;
-        if format == 1 {
-            reads::migrate_from_format_1(&tx)?;
+        if format < FORMAT {
+            if format == 1 {
+                reads::migrate_from_format_1(&tx)?;
+            }
+            tx.execute_batch(reads::READS_DDL)?;
             tx.execute(
                 "UPDATE rederive_meta SET value = ?1 WHERE key = 'format'",
                 [FORMAT],
@@ -298,7 +303,7 @@ impl SqliteStore {
                     supported: FORMAT,
                 }
                 .into()),
-                Some(1) => self.migrate_from_format_1(),
+                Some(f) if f < FORMAT => self.migrate(),
                 Some(_) => Ok(()),
                 None => Err(self
                     .not_a_database("rederive_meta has no format version")

@@ -10,6 +10,16 @@
 //! value per reader row in `rederive_reader_reads` (see [`pack`]): a row
 //! with five reads costs five index entries and one row, not ten index
 //! entries with table names as in storage format 1.
+//!
+//! A large batch of new rows (a build) leaves its index entries to later:
+//! its rows are listed in `rederive_reads_pending`, in the same
+//! transaction as their packed reads, and the entries of every pending row
+//! are inserted in one sorted pass (far cheaper than as many inserts at
+//! random places of the index) before anything asks the index: the walk of
+//! readers that ends a refresh pass, `readers_of`, a deletion's tombstone,
+//! a recomputed row's reads replaced. The list is durable, so that a crash
+//! or another worker in the middle of a build finds the index completed,
+//! not short.
 
 use super::sql::{bump_epoch, key_column, next_revision};
 use super::{from_ref, keys_of, quote, KeyParam, SqlResult, SqlValue, SqliteStore};
@@ -36,6 +46,11 @@ pub(super) const READS_DDL: &str = "
         reader INTEGER NOT NULL,
         reader_key ANY NOT NULL,
         reads BLOB NOT NULL,
+        PRIMARY KEY (reader, reader_key)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS rederive_reads_pending(
+        reader INTEGER NOT NULL,
+        reader_key ANY NOT NULL,
         PRIMARY KEY (reader, reader_key)
     ) STRICT, WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS rederive_tombstones(
@@ -66,6 +81,14 @@ fn table_id(tx: &Connection, name: &str) -> SqlResult<i64> {
         .execute([name])?;
     Ok(tx.last_insert_rowid())
 }
+
+/// How many reads a batch of new rows records at least for their index
+/// entries to be left to one sorted pass (see the module docs): below it,
+/// a batch writes its own, sorted.
+const DEFER_AT_LEAST: usize = 256;
+
+/// How many pending rows one multi-row insert lists (2 parameters each).
+const PENDING_PER_INSERT: usize = 400;
 
 /// How many reads one multi-row insert records (4 parameters each).
 const READS_PER_INSERT: usize = 250;
@@ -247,6 +270,14 @@ pub(super) fn record_reads<'a>(
     rows: impl Iterator<Item = (&'a Key, &'a [Read], bool)>,
 ) -> SqlResult<()> {
     let reader_id = table_id(tx, reader)?;
+    let rows: Vec<(&Key, &[Read], bool)> = rows.collect();
+    let all_new = rows.iter().all(|(_, _, new)| *new);
+    if !all_new {
+        // Rows recorded again: their old entries must be in the index to
+        // be removed.
+        complete_pending(tx)?;
+    }
+    let defer = all_new && rows.iter().map(|(_, r, _)| r.len()).sum::<usize>() >= DEFER_AT_LEAST;
     let mut ids: Vec<(TableId, i64)> = Vec::new();
     let mut entries: Vec<(i64, &Key, &Key)> = Vec::new();
     let mut packed: Vec<(&Key, Vec<u8>)> = Vec::new();
@@ -271,6 +302,21 @@ pub(super) fn record_reads<'a>(
             entries.push((id, &r.key, key));
         }
         packed.push((key, pack(named.into_iter())));
+    }
+    if defer {
+        // Listed as pending, in key order (a build writes in key order):
+        // the index entries come in one sorted pass later.
+        let keys: Vec<KeyParam> = packed.iter().map(|(k, _)| KeyParam(k)).collect();
+        let bound: Vec<[&dyn rusqlite::ToSql; 1]> =
+            keys.iter().map(|k| [k as &dyn rusqlite::ToSql]).collect();
+        insert_many(
+            tx,
+            "INSERT OR REPLACE INTO rederive_reads_pending(reader, reader_key)",
+            &reader_id,
+            &bound,
+            PENDING_PER_INSERT,
+        )?;
+        entries.clear();
     }
     entries.sort_unstable();
     let keys: Vec<[KeyParam; 2]> = entries
@@ -302,6 +348,85 @@ pub(super) fn record_reads<'a>(
         &bound,
         READERS_PER_INSERT,
     )
+}
+
+/// Whether rows wait for their index entries (see the module docs).
+pub(super) fn any_pending(c: &Connection) -> SqlResult<bool> {
+    Ok(
+        c.prepare_cached("SELECT EXISTS(SELECT 1 FROM rederive_reads_pending)")?
+            .query_row([], |r| r.get(0))?,
+    )
+}
+
+/// Inserts the index entries of every pending row, in one pass sorted in
+/// the index's order, and empties the list (in the caller's write
+/// transaction). Does nothing, at the cost of one lookup, when no row is
+/// pending.
+pub(super) fn complete_pending(tx: &Connection) -> SqlResult<()> {
+    if !any_pending(tx)? {
+        return Ok(());
+    }
+    // (reader, table read, key read, reader key), from the packed reads.
+    let mut entries: Vec<(i64, i64, Key, Value)> = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT p.reader, p.reader_key, r.reads FROM rederive_reads_pending p              JOIN rederive_reader_reads r ON r.reader = p.reader AND r.reader_key = p.reader_key",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let reader: i64 = row.get(0)?;
+            let reader_key = from_ref(row.get_ref(1)?);
+            let packed = row.get_ref(2)?.as_blob()?;
+            for r in unpack(packed).unwrap_or_default() {
+                entries.push((reader, r.table, r.key, reader_key.clone()));
+            }
+        }
+    }
+    // One reader at a time (the statements share it), each in the index's
+    // order.
+    entries.sort_unstable_by(|a, b| {
+        (a.0, a.1, &a.2)
+            .cmp(&(b.0, b.1, &b.2))
+            .then_with(|| value_order(&a.3, &b.3))
+    });
+    let mut rest = &entries[..];
+    while let Some(first) = rest.first() {
+        let reader = first.0;
+        let n = rest
+            .iter()
+            .position(|e| e.0 != reader)
+            .unwrap_or(rest.len());
+        let (group, after) = rest.split_at(n);
+        rest = after;
+        let keys: Vec<(KeyParam, SqlValue)> = group
+            .iter()
+            .map(|(_, _, k, rk)| (KeyParam(k), SqlValue(rk)))
+            .collect();
+        let bound: Vec<[&dyn rusqlite::ToSql; 3]> = group
+            .iter()
+            .zip(&keys)
+            .map(|((_, t, _, _), (k, rk))| [t as &dyn rusqlite::ToSql, k, rk])
+            .collect();
+        insert_many(
+            tx,
+            "INSERT OR REPLACE INTO rederive_reads(reader, tbl, key, reader_key)",
+            &reader,
+            &bound,
+            READS_PER_INSERT,
+        )?;
+    }
+    tx.prepare_cached("DELETE FROM rederive_reads_pending")?
+        .execute([])?;
+    Ok(())
+}
+
+/// An order of keys as stored values (integers before texts), for sorting
+/// index entries.
+fn value_order(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (Key::from_value(a), Key::from_value(b)) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        (a, b) => a.is_some().cmp(&b.is_some()),
+    }
 }
 
 /// Removes the entries of the index by row read that one reader row's
@@ -339,6 +464,7 @@ fn forget_reader(tx: &Connection, reader: i64, key: &Key) -> SqlResult<()> {
 /// Records, at `rev`, that the row `(table, key)` was deleted, if any row
 /// read it.
 pub(super) fn tombstone(tx: &Connection, table: &str, key: &Key, rev: Revision) -> SqlResult<()> {
+    complete_pending(tx)?;
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO rederive_tombstones(tbl, key, deleted_at) \
          SELECT ?1, ?2, ?3 WHERE EXISTS \
@@ -374,6 +500,7 @@ pub(super) fn table_gone(tx: &Connection, table: &str) -> SqlResult<()> {
         // Never read, and never a reader.
         return Ok(());
     };
+    complete_pending(tx)?;
     let read: bool = tx
         .prepare_cached("SELECT EXISTS(SELECT 1 FROM rederive_reads WHERE tbl = ?1)")?
         .query_row([id], |r| r.get(0))?;
@@ -469,6 +596,18 @@ pub(super) fn migrate_from_format_1(tx: &Connection) -> SqlResult<()> {
 }
 
 impl SqliteStore {
+    /// Completes the index by row read ([`complete_pending`]) before it is
+    /// asked, in a write transaction of its own when rows are pending.
+    fn complete_pending_now(&self) -> SqlResult<()> {
+        if !any_pending(&self.conn)? {
+            return Ok(());
+        }
+        let tx = self.write()?;
+        complete_pending(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub(super) fn reads_of_row(
         &self,
         graph: &Graph,
@@ -533,6 +672,9 @@ impl SqliteStore {
         table: TableId,
         key: &Key,
     ) -> SqlResult<Vec<(TableId, Key)>> {
+        // Asked without writing (`stale_from` of a read-only program):
+        // rows whose entries are pending are found from their packed reads.
+        let mut out = self.pending_readers_of(graph, table, key)?;
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT t.name, r.reader_key FROM rederive_reads r \
              JOIN rederive_read_tables t ON t.id = r.reader \
@@ -540,7 +682,6 @@ impl SqliteStore {
             id_of("?1")
         ))?;
         let mut rows = stmt.query(params![graph.table(table).info.name, KeyParam(key)])?;
-        let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let name: String = r.get(0)?;
             let (Ok(reader), Some(k)) = (
@@ -550,6 +691,52 @@ impl SqliteStore {
                 continue;
             };
             out.push((reader, k));
+        }
+        out.sort_by(|a, b| {
+            (graph.table(a.0).info.name, &a.1).cmp(&(graph.table(b.0).info.name, &b.1))
+        });
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The rows whose index entries are pending (see the module docs) that
+    /// read `(table, key)`, from their packed reads.
+    fn pending_readers_of(
+        &self,
+        graph: &Graph,
+        table: TableId,
+        key: &Key,
+    ) -> SqlResult<Vec<(TableId, Key)>> {
+        if !any_pending(&self.conn)? {
+            return Ok(Vec::new());
+        }
+        let Some(read_id) = self
+            .conn
+            .prepare_cached("SELECT id FROM rederive_read_tables WHERE name = ?1")?
+            .query_row([graph.table(table).info.name], |r| r.get::<_, i64>(0))
+            .optional()?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.name, p.reader_key, r.reads FROM rederive_reads_pending p \
+             JOIN rederive_reader_reads r ON r.reader = p.reader AND r.reader_key = p.reader_key \
+             JOIN rederive_read_tables t ON t.id = p.reader",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let reads = unpack(r.get_ref(2)?.as_blob()?).unwrap_or_default();
+            if !reads.iter().any(|x| x.table == read_id && &x.key == key) {
+                continue;
+            }
+            let name: String = r.get(0)?;
+            if let (Ok(reader), Some(k)) = (
+                graph.table_id(&name),
+                Key::from_value(&from_ref(r.get_ref(1)?)),
+            ) {
+                out.push((reader, k));
+            }
         }
         Ok(out)
     }
@@ -566,6 +753,7 @@ impl SqliteStore {
         if t.reads.is_empty() {
             return Ok(Vec::new());
         }
+        self.complete_pending_now()?;
         let name = t.info.name.replace('\'', "''");
         let parts: Vec<String> = t
             .reads
