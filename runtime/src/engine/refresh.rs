@@ -129,7 +129,7 @@ impl Db {
     }
 
     /// Like [`Db::refresh`], calling `progress(table, report so far)` after
-    /// every batch written.
+    /// every batch written, and once more when the table's pass ends.
     pub fn refresh_with_progress(
         &self,
         mut progress: impl FnMut(&str, &TableReport),
@@ -422,6 +422,9 @@ impl Db {
                 since = began;
             }
         }
+        // The table's pass is over (what it did after its last batch, such
+        // as completing the index of reads, included).
+        (pass.progress)(pass.report);
         if complete {
             // A table that records reads walked every change up to
             // `walked`: the next pass need not walk its readers again.

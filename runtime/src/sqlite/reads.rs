@@ -367,7 +367,7 @@ pub(super) fn complete_pending(tx: &Connection) -> SqlResult<()> {
         return Ok(());
     }
     // (reader, table read, key read, reader key), from the packed reads.
-    let mut entries: Vec<(i64, i64, Key, Value)> = Vec::new();
+    let mut entries: Vec<(i64, i64, Key, Key)> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
             "SELECT p.reader, p.reader_key, r.reads FROM rederive_reads_pending p              JOIN rederive_reader_reads r ON r.reader = p.reader AND r.reader_key = p.reader_key",
@@ -375,7 +375,9 @@ pub(super) fn complete_pending(tx: &Connection) -> SqlResult<()> {
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let reader: i64 = row.get(0)?;
-            let reader_key = from_ref(row.get_ref(1)?);
+            let Some(reader_key) = Key::from_value(&from_ref(row.get_ref(1)?)) else {
+                continue;
+            };
             let packed = row.get_ref(2)?.as_blob()?;
             for r in unpack(packed).unwrap_or_default() {
                 entries.push((reader, r.table, r.key, reader_key.clone()));
@@ -383,12 +385,8 @@ pub(super) fn complete_pending(tx: &Connection) -> SqlResult<()> {
         }
     }
     // One reader at a time (the statements share it), each in the index's
-    // order.
-    entries.sort_unstable_by(|a, b| {
-        (a.0, a.1, &a.2)
-            .cmp(&(b.0, b.1, &b.2))
-            .then_with(|| value_order(&a.3, &b.3))
-    });
+    // order (keys order as stored values do: integers before texts).
+    entries.sort_unstable();
     let mut rest = &entries[..];
     while let Some(first) = rest.first() {
         let reader = first.0;
@@ -398,9 +396,9 @@ pub(super) fn complete_pending(tx: &Connection) -> SqlResult<()> {
             .unwrap_or(rest.len());
         let (group, after) = rest.split_at(n);
         rest = after;
-        let keys: Vec<(KeyParam, SqlValue)> = group
+        let keys: Vec<(KeyParam, KeyParam)> = group
             .iter()
-            .map(|(_, _, k, rk)| (KeyParam(k), SqlValue(rk)))
+            .map(|(_, _, k, rk)| (KeyParam(k), KeyParam(rk)))
             .collect();
         let bound: Vec<[&dyn rusqlite::ToSql; 3]> = group
             .iter()
@@ -418,15 +416,6 @@ pub(super) fn complete_pending(tx: &Connection) -> SqlResult<()> {
     tx.prepare_cached("DELETE FROM rederive_reads_pending")?
         .execute([])?;
     Ok(())
-}
-
-/// An order of keys as stored values (integers before texts), for sorting
-/// index entries.
-fn value_order(a: &Value, b: &Value) -> std::cmp::Ordering {
-    match (Key::from_value(a), Key::from_value(b)) {
-        (Some(a), Some(b)) => a.cmp(&b),
-        (a, b) => a.is_some().cmp(&b.is_some()),
-    }
 }
 
 /// Removes the entries of the index by row read that one reader row's
