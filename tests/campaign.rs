@@ -29,7 +29,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{wait_child, Rng};
 use rederive::{derive_table, Db, Row};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -235,20 +235,6 @@ fn spawn(role: &str, db: &str, dir: &Path, seed: u64, writes: i64) -> Child {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn a campaign process")
-}
-
-/// Waits for a child, failing after `deadline` with what it waited for.
-fn wait_child(child: &mut Child, deadline: Instant, what: &str) -> std::process::ExitStatus {
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("{what} did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// One trial on the database at `db` (a file or a URL), in `dir`;

@@ -98,17 +98,7 @@ fn worker_command(db: &str, calls: &Path, ttl_ms: u64) -> Command {
 /// Waits for a worker process (120 s at most: then it is killed and the
 /// test fails, naming `what` it waited for).
 fn finish(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("{what} did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_child(child, Instant::now() + Duration::from_secs(120), what)
 }
 
 /// The body of a worker process (run by the tests below, not on its own).

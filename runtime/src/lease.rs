@@ -203,6 +203,16 @@ impl AheadLease {
     }
 }
 
+/// The keys of a claim that were granted (to give back should the batch
+/// fail).
+fn granted_keys(keys: &[&Key], claim: &Claim) -> Vec<Key> {
+    keys.iter()
+        .zip(&claim.granted)
+        .filter(|(_, got)| **got)
+        .map(|(k, _)| (*k).clone())
+        .collect()
+}
+
 /// A thread that extends this worker's leases while its functions run.
 pub(crate) struct Heartbeat {
     stopping: Arc<AtomicBool>,
@@ -616,12 +626,7 @@ impl Db {
             Ordering::Relaxed,
         );
         let granted: Vec<Key> = match claim.fence {
-            Fence::Rows { .. } => keys
-                .iter()
-                .zip(&claim.granted)
-                .filter(|(_, got)| **got)
-                .map(|(k, _)| (*k).clone())
-                .collect(),
+            Fence::Rows { .. } => granted_keys(&keys, &claim),
             _ => Vec::new(),
         };
         let holds = if matches!(claim.fence, Fence::Table { .. }) {
@@ -738,13 +743,7 @@ impl Db {
         let holds = match self.plan_still_holds(id, mode, &claim, &keys) {
             Ok(holds) => holds,
             Err(e) => {
-                let granted = keys
-                    .iter()
-                    .zip(&claim.granted)
-                    .filter(|(_, got)| **got)
-                    .map(|(k, _)| (*k).clone())
-                    .collect();
-                let _ = self.give_back(name, &claim.fence, granted);
+                let _ = self.give_back(name, &claim.fence, granted_keys(&keys, &claim));
                 return Err(e);
             }
         };

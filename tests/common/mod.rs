@@ -204,3 +204,23 @@ impl Rng {
         all
     }
 }
+
+/// Waits for a child process until `deadline`, then kills it and fails the
+/// test, naming `what` it waited for.
+#[allow(dead_code)]
+pub fn wait_child(
+    child: &mut std::process::Child,
+    deadline: std::time::Instant,
+    what: &str,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish in time");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
