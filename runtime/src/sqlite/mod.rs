@@ -19,6 +19,8 @@
 //!   key read, reader table id and key); `rederive_read_tables`: those
 //!   tables' ids; `rederive_reader_reads`: each reader row's reads, with
 //!   the `changed_at` each saw (or none), packed into one value;
+//!   `rederive_reads_pending`: reader rows of a build whose index entries
+//!   are still to be inserted, in one sorted pass (`reads.rs`);
 //!   `rederive_tombstones`: rows that were read and deleted, with the
 //!   deleting revision;
 //! - `rederive_leases`, `rederive_table_leases`, `rederive_workers`: row
@@ -46,8 +48,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The newest storage format this build reads and writes: 2 since each
-/// recorded read is one entry of the index by row read (see the module
-/// docs); a database of format 1 is converted when it is opened.
+/// recorded read is one entry of the index by row read, 3 since a build's
+/// entries may be pending (see the module docs); a database of an older
+/// format is converted when it is opened.
 pub const FORMAT: i64 = 3;
 
 /// A database in an SQLite file (or a private in-memory one).
