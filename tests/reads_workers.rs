@@ -107,7 +107,8 @@ fn two_processes_compute_every_row_once() {
     };
     let workers = [spawn(), spawn()];
     for mut w in workers {
-        assert!(w.wait().unwrap().success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        assert!(common::wait_child(&mut w, deadline, "a worker's refresh").success());
     }
     let conn = rusqlite::Connection::open(&calls).unwrap();
     let per_id: Vec<(i64, i64)> = conn
