@@ -609,6 +609,7 @@ impl Db {
         }
         if !outcomes.is_empty() {
             let mut report = TableReport::default();
+            let before = pass.held.count();
             let (again, fence) = self.write_ahead(
                 pass.session,
                 id,
@@ -617,6 +618,7 @@ impl Db {
                 &mut report,
                 &mut pass.held,
             )?;
+            report.skipped += (pass.held.count() - before) as u64;
             pass.report.add(&report);
             (pass.progress)(pass.report);
             if !matches!(fence, Fence::Table { .. }) {
@@ -666,10 +668,10 @@ impl Db {
 
     /// Computes and writes one page of planned work (of a refresh or a
     /// build pass), adding to the pass's report; returns whether every row
-    /// of it was done (none left to another worker or refused).
-    /// Rows left to other workers go to the pass's `held`, for
-    /// [`Db::wait_for_held`].
-    /// They are counted as skipped (once: not again while waited for).
+    /// of it was done or is waited for (none found waiting for an input
+    /// row or settling). Rows left to other workers go to the pass's
+    /// `held`, for [`Db::wait_for_held`], and are counted as skipped (once:
+    /// not again while waited for).
     fn run_batch(&self, pass: &mut Pass<'_>, batch: Vec<(Key, Work)>, mode: Mode) -> Result<bool> {
         let before = pass.held.count();
         let done = self.run_held_batch(pass, batch, mode)?;
