@@ -126,7 +126,19 @@ impl Db {
     /// written, with the rows of their root keys; see the
     /// [module docs](self)).
     pub fn shared_after(&self, to: &str, after: i64, limit: usize) -> Result<SharedPage> {
-        let page = self.replicas_op(|r| r.derived_after(to, after, limit))?;
+        // The other tables of a row's root that travel.
+        let siblings = |table: &str| -> Vec<&'static str> {
+            let Ok(id) = self.graph().table_id(table) else {
+                return Vec::new();
+            };
+            let root = self.graph().table(id).root;
+            self.graph()
+                .derived_from_root(root)
+                .filter(|&t| t != id && self.shares(t))
+                .map(|t| self.graph().table(t).info.name)
+                .collect()
+        };
+        let page = self.replicas_op(|r| r.derived_after(to, after, limit, &siblings))?;
         Ok(SharedPage {
             rows: self.shared_rows(&page.rows)?,
             next: page.next,

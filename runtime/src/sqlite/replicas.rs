@@ -837,7 +837,13 @@ impl Replicas for SqliteStore {
         })
     }
 
-    fn derived_after(&self, to: &str, after: i64, limit: usize) -> Result<DerivedChanges> {
+    fn derived_after(
+        &self,
+        to: &str,
+        after: i64,
+        limit: usize,
+        siblings: &dyn Fn(&str) -> Vec<&'static str>,
+    ) -> Result<DerivedChanges> {
         run(|| {
             let mut out = DerivedChanges {
                 rows: Vec::new(),
@@ -852,17 +858,38 @@ impl Replicas for SqliteStore {
                  ORDER BY seq LIMIT ?2",
             )?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut later = self.conn.prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM rederive_derived_stream WHERE tbl = ?1 AND key = ?2 \
+                 AND seq > ?3 AND (src IS NULL OR src <> ?4))",
+            )?;
             let mut rows = stmt.query(params![after, limit])?;
             let mut n = 0;
             while let Some(row) = rows.next()? {
                 n += 1;
-                out.next = row.get(0)?;
+                let seq: i64 = row.get(0)?;
+                out.next = seq;
                 let src: Option<String> = row.get(3)?;
                 if src.as_deref() == Some(to) {
                     continue; // the peer offered exactly this
                 }
-                if let Some(key) = Key::from_value(&from_ref(row.get_ref(2)?)) {
-                    out.rows.push((row.get(1)?, key));
+                let table: String = row.get(1)?;
+                let key = from_ref(row.get_ref(2)?);
+                // The root's rows go at its last position instead.
+                let mut offered_later = false;
+                for sibling in siblings(&table) {
+                    offered_later |= later
+                        .query_row(params![sibling, SqlValue(&key), seq, to], |r| {
+                            r.get::<_, bool>(0)
+                        })?;
+                    if offered_later {
+                        break;
+                    }
+                }
+                if offered_later {
+                    continue;
+                }
+                if let Some(key) = Key::from_value(&key) {
+                    out.rows.push((table, key));
                 }
             }
             out.more = n == limit;

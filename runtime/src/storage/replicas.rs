@@ -156,8 +156,18 @@ pub trait Replicas {
     fn derived_head(&self) -> Result<i64>;
 
     /// The derived rows written after position `after` of this replica's
-    /// stream, for the peer named `to`, at most `limit` of them.
-    fn derived_after(&self, to: &str, after: i64, limit: usize) -> Result<DerivedChanges>;
+    /// stream, for the peer named `to`, at most `limit` of them. A row is
+    /// left out when a row of the same key in one of `siblings(table)`
+    /// (the other tables of its root that travel) stands later in the
+    /// stream and was not written from `to`'s offer: the root's rows are
+    /// offered once, at that later position.
+    fn derived_after(
+        &self,
+        to: &str,
+        after: i64,
+        limit: usize,
+        siblings: &dyn Fn(&str) -> Vec<&'static str>,
+    ) -> Result<DerivedChanges>;
 
     /// Where this replica is in the stream of derived rows of the peer
     /// named `peer` (`0` for a peer never met).
